@@ -1,0 +1,733 @@
+package session
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Config describes one upstream connection. Zero durations take the
+// defaults documented on each field.
+type Config struct {
+	// URL is the upstream's ws:// or wss:// endpoint.
+	URL string
+	// Subprotocols are offered in this order. Default: graphql-transport-ws,
+	// graphql-ws.
+	Subprotocols []string
+	// Fallback is the subprotocol to speak when the upstream agrees to none
+	// (some servers omit the header). Empty: fail with a misconfiguration
+	// error naming what was offered.
+	Fallback string
+	// Handshake is called on every connection attempt for the upgrade
+	// headers and the connection_init payload: the place to fetch a
+	// credential, fresh when Attempt.Refresh is set. Optional.
+	Handshake func(ctx context.Context, a Attempt) (Handshake, error)
+	// HTTPClient performs the upgrade (TLS settings live in its transport).
+	// Default http.DefaultClient.
+	HTTPClient *http.Client
+	// DialTimeout bounds one dial including the upgrade. Default 10s.
+	DialTimeout time.Duration
+	// AckTimeout bounds the wait for connection_ack. Default 10s.
+	AckTimeout time.Duration
+	// KeepAlive is how long the connection may be silent before the session
+	// probes it (ping message on graphql-transport-ws, WebSocket ping on
+	// legacy). Default 15s; negative disables.
+	KeepAlive time.Duration
+	// KeepAliveTimeout is how long a probe may go unanswered before the
+	// connection counts as dead. Default 10s.
+	KeepAliveTimeout time.Duration
+	// WriteTimeout bounds one frame write. Default 10s.
+	WriteTimeout time.Duration
+	// MaxMessageBytes limits one inbound message. Default 16 MiB.
+	MaxMessageBytes int64
+	// Backoff is the retry budget.
+	Backoff Backoff
+	// Policy overrides the class of close codes.
+	Policy Policy
+	// OnState observes state changes of the connection, for logs and
+	// metrics. It is called from the connection's goroutine and must not
+	// block or call into the Conn.
+	OnState func(StateChange)
+	// Logger receives nothing per event; only what the connection could not
+	// report otherwise. Default slog.Default().
+	Logger *slog.Logger
+	// Rand returns uniform values in [0,1) for jitter. Default math/rand/v2.
+	Rand func() float64
+}
+
+// Handshake is what one connection attempt sends.
+type Handshake struct {
+	// Header is added to the upgrade request.
+	Header http.Header
+	// InitPayload is the connection_init payload, a JSON object; nil sends
+	// none.
+	InitPayload json.RawMessage
+}
+
+// Attempt tells [Config.Handshake] about the attempt it prepares.
+type Attempt struct {
+	// Number counts attempts since the connection was last healthy, from 1.
+	Number int
+	// Refresh is set when the upstream rejected the previous credential:
+	// return a fresh one.
+	Refresh bool
+	// Cause is why the previous connection ended; nil on the first attempt.
+	Cause *Error
+}
+
+// State is the state of a Conn.
+type State int
+
+// States of a Conn.
+const (
+	StateConnecting State = iota // dialing or waiting for connection_ack
+	StateReady                   // acknowledged; operations run
+	StateBackoff                 // waiting before the next attempt
+	StateClosed                  // terminal
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateReady:
+		return "ready"
+	case StateBackoff:
+		return "backoff"
+	case StateClosed:
+		return "closed"
+	}
+	return "State(" + strconv.Itoa(int(s)) + ")"
+}
+
+// StateChange is reported to [Config.OnState].
+type StateChange struct {
+	State       State
+	Subprotocol string        // with StateReady
+	Attempt     int           // attempts since last healthy
+	Cause       *Error        // with StateBackoff and StateClosed: why
+	Delay       time.Duration // with StateBackoff
+	AckLatency  time.Duration // with StateReady: dial start to connection_ack
+}
+
+// Request is the GraphQL operation to run.
+type Request struct {
+	Query         string
+	Variables     json.RawMessage // a JSON object, or nil
+	OperationName string
+	Extensions    json.RawMessage // a JSON object, or nil
+}
+
+// Payload returns the subscribe/start payload for r.
+func (r Request) Payload() ([]byte, error) {
+	return json.Marshal(struct {
+		Query         string          `json:"query"`
+		Variables     json.RawMessage `json:"variables,omitempty"`
+		OperationName string          `json:"operationName,omitempty"`
+		Extensions    json.RawMessage `json:"extensions,omitempty"`
+	}{r.Query, r.Variables, r.OperationName, r.Extensions})
+}
+
+// EventKind says what happened to an operation.
+type EventKind int
+
+// Kinds of [Event].
+const (
+	Subscribed   EventKind = iota + 1 // started on the upstream
+	Reconnecting                      // its connection was lost; results may be missed
+	Resubscribed                      // started again on a new connection
+)
+
+// Event is a lifecycle change of one operation.
+type Event struct {
+	Kind    EventKind
+	Code    int    // with Reconnecting: the close code, 0 when no socket opened
+	Reason  string // with Reconnecting: the close reason or failure
+	Attempt int    // with Reconnecting and Resubscribed
+}
+
+// Handler receives what happens to one operation. Calls for one operation
+// never overlap. Methods must not block (the upstream reader is waiting) and
+// must not call into the Conn. payload is valid only during the call.
+type Handler interface {
+	OnNext(payload []byte)
+	OnEvent(Event)
+	// OnDone reports the outcome, exactly once unless the owner called
+	// Stop first: nil when the upstream completed the operation, a
+	// *GraphQLError when it failed it, or the connection's terminal error
+	// (*Error, ErrClosed).
+	OnDone(err error)
+}
+
+// Conn is one logical upstream connection: it dials, and redials after
+// failures the policy calls retryable, until it is closed or fails
+// terminally. Operations outlive the sockets beneath them.
+type Conn struct {
+	cfg     Config
+	ctx     context.Context // cancelled by Close: aborts dials and waits
+	cancel  context.CancelFunc
+	done    chan struct{}
+	retrier *retrier
+
+	mu        sync.Mutex
+	state     State
+	link      *link                 // the acknowledged socket, nil otherwise
+	ops       map[string]*Operation // operations subscribed on link, by wire id
+	live      map[*Operation]struct{}
+	nextID    uint64
+	err       error // terminal outcome, once closed
+	closeCode int   // what Close sends upstream
+}
+
+// Operation is one GraphQL operation on a Conn.
+type Operation struct {
+	c       *Conn
+	payload []byte
+	h       Handler
+
+	// Guarded by c.mu.
+	id         string // wire id on the current socket, "" when not subscribed
+	subscribed bool   // Subscribed was reported
+
+	hmu  sync.Mutex // serialises handler calls
+	done bool       // guarded by hmu: no more handler calls
+}
+
+// Dial validates cfg and starts connecting in the background. It never
+// blocks on the network: operations may be added at once and start when
+// the connection is acknowledged.
+func Dial(cfg Config) (*Conn, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Conn{
+		cfg:       cfg,
+		ctx:       ctx,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		retrier:   newRetrier(cfg.Backoff, cfg.Rand),
+		ops:       make(map[string]*Operation),
+		live:      make(map[*Operation]struct{}),
+		closeCode: CodeNormal,
+	}
+	go c.run()
+	return c, nil
+}
+
+func (cfg *Config) normalize() error {
+	if !strings.HasPrefix(cfg.URL, "ws://") && !strings.HasPrefix(cfg.URL, "wss://") {
+		return fmt.Errorf("session: url %q must start with ws:// or wss://", cfg.URL)
+	}
+	if len(cfg.Subprotocols) == 0 {
+		cfg.Subprotocols = []string{TransportWS, LegacyWS}
+	}
+	for _, p := range cfg.Subprotocols {
+		if protocolByName(p) == nil {
+			return fmt.Errorf("session: unknown subprotocol %q (allowed: %s, %s)", p, TransportWS, LegacyWS)
+		}
+	}
+	if cfg.Fallback != "" && protocolByName(cfg.Fallback) == nil {
+		return fmt.Errorf("session: unknown fallback subprotocol %q (allowed: %s, %s)", cfg.Fallback, TransportWS, LegacyWS)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.DialTimeout, 10*time.Second)
+	def(&cfg.AckTimeout, 10*time.Second)
+	def(&cfg.KeepAlive, 15*time.Second)
+	def(&cfg.KeepAliveTimeout, 10*time.Second)
+	def(&cfg.WriteTimeout, 10*time.Second)
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 16 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = http.DefaultClient
+	}
+	return nil
+}
+
+// Done is closed when the Conn has ended and every operation had its outcome.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns the terminal outcome once Done is closed.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// State returns the current state.
+func (c *Conn) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// Len returns the number of live operations.
+func (c *Conn) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.live)
+}
+
+// Subscribe starts an operation. It does not wait for the network: the
+// handler hears Subscribed when the operation was sent upstream.
+func (c *Conn) Subscribe(req Request, h Handler) (*Operation, error) {
+	payload, err := req.Payload()
+	if err != nil {
+		return nil, fmt.Errorf("session: encode request: %w", err)
+	}
+	op := &Operation{c: c, payload: payload, h: h}
+	c.mu.Lock()
+	if c.state == StateClosed {
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.live[op] = struct{}{}
+	l := c.link
+	var frame []byte
+	if l != nil {
+		frame = c.assignLocked(op, l)
+	}
+	c.mu.Unlock()
+	if frame != nil {
+		l.send(frame)
+	}
+	return op, nil
+}
+
+// assignLocked gives op a fresh wire id on l, reports Subscribed or
+// Resubscribed, and returns the frame that starts it.
+func (c *Conn) assignLocked(op *Operation, l *link) []byte {
+	c.nextID++
+	op.id = strconv.FormatUint(c.nextID, 10)
+	c.ops[op.id] = op
+	ev := Event{Kind: Subscribed}
+	if op.subscribed {
+		ev = Event{Kind: Resubscribed, Attempt: l.attempt}
+	}
+	op.subscribed = true
+	op.event(ev)
+	return appendMessage(nil, l.proto.subscribe, op.id, op.payload)
+}
+
+// Stop ends the operation from the owner's side: the upstream is told at
+// once (complete/stop) if the operation is running. After Stop returns the
+// handler is not called again.
+func (op *Operation) Stop() {
+	c := op.c
+	c.mu.Lock()
+	_, live := c.live[op]
+	delete(c.live, op)
+	id, l := op.id, c.link
+	if id != "" {
+		delete(c.ops, id)
+		op.id = ""
+	}
+	c.mu.Unlock()
+	op.hmu.Lock()
+	op.done = true
+	op.hmu.Unlock()
+	if live && id != "" && l != nil {
+		l.send(appendMessage(nil, l.proto.stop, id, nil))
+	}
+}
+
+func (op *Operation) event(ev Event) {
+	op.hmu.Lock()
+	if !op.done {
+		op.h.OnEvent(ev)
+	}
+	op.hmu.Unlock()
+}
+
+func (op *Operation) next(payload []byte) {
+	op.hmu.Lock()
+	if !op.done {
+		op.h.OnNext(payload)
+	}
+	op.hmu.Unlock()
+}
+
+func (op *Operation) finish(err error) {
+	op.hmu.Lock()
+	if !op.done {
+		op.done = true
+		op.h.OnDone(err)
+	}
+	op.hmu.Unlock()
+}
+
+// Close ends the connection: the upstream socket closes with code (1000 or
+// 1001 when the bridge shuts down) and every live operation ends with
+// outcome (ErrClosed when nil). It waits for the connection's goroutines.
+func (c *Conn) Close(code int, outcome error) {
+	if outcome == nil {
+		outcome = ErrClosed
+	}
+	c.mu.Lock()
+	if c.state != StateClosed && c.err == nil {
+		c.err = outcome
+		c.closeCode = code
+	}
+	c.mu.Unlock()
+	c.cancel() // every link watches the context and closes with closeCode
+	<-c.done
+}
+
+// closing reports whether Close was called.
+func (c *Conn) closing() bool { return c.ctx.Err() != nil }
+
+func (c *Conn) setState(sc StateChange) {
+	c.mu.Lock()
+	c.state = sc.State
+	c.mu.Unlock()
+	if c.cfg.OnState != nil {
+		c.cfg.OnState(sc)
+	}
+}
+
+// run owns the connection: one attempt after another until the outcome is
+// terminal or the owner closes the Conn.
+func (c *Conn) run() {
+	defer close(c.done)
+	var (
+		refresh  bool   // the next attempt asks for a fresh credential
+		refreshd bool   // the current attempt used a fresh credential
+		cause    *Error // why the previous connection ended
+	)
+	for {
+		c.setState(StateChange{State: StateConnecting, Attempt: c.retrier.attempt + 1})
+		uptime, e := c.attempt(Attempt{Number: c.retrier.attempt + 1, Refresh: refresh, Cause: cause})
+		if c.closing() {
+			c.terminate(nil)
+			return
+		}
+		refreshd, refresh = refresh, false
+		healthy := !e.BeforeAck && c.retrier.healthy(uptime)
+		if e.Class == ClassAuth {
+			if refreshd && !healthy {
+				// Rejected again right after a fresh credential.
+				c.terminate(e)
+				return
+			}
+			refresh = true
+		}
+		if !e.Class.retryable() {
+			c.terminate(e)
+			return
+		}
+		delay, ok := c.retrier.next(time.Now(), e.RetryAfter)
+		if !ok {
+			e.Exhausted, e.Attempts = true, c.retrier.attempt-1
+			c.terminate(e)
+			return
+		}
+		cause = e
+		c.mu.Lock()
+		c.state = StateBackoff
+		for op := range c.live {
+			op.event(Event{Kind: Reconnecting, Code: e.Code, Reason: e.Reason, Attempt: c.retrier.attempt})
+		}
+		c.mu.Unlock()
+		if c.cfg.OnState != nil {
+			c.cfg.OnState(StateChange{State: StateBackoff, Attempt: c.retrier.attempt, Cause: e, Delay: delay})
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+			t.Stop()
+			c.terminate(nil)
+			return
+		}
+	}
+}
+
+// terminate ends every live operation with e (or the owner's outcome).
+func (c *Conn) terminate(e *Error) {
+	c.mu.Lock()
+	if c.err == nil && e != nil {
+		c.err = e
+	}
+	if c.err == nil {
+		c.err = ErrClosed
+	}
+	err := c.err
+	c.state = StateClosed
+	ops := make([]*Operation, 0, len(c.live))
+	for op := range c.live {
+		ops = append(ops, op)
+	}
+	clear(c.live)
+	clear(c.ops)
+	c.mu.Unlock()
+	c.cancel()
+	for _, op := range ops {
+		op.finish(err)
+	}
+	if c.cfg.OnState != nil {
+		c.cfg.OnState(StateChange{State: StateClosed, Cause: e})
+	}
+}
+
+// attempt makes one connection and serves it until it ends. It returns how
+// long the connection was acknowledged and why it ended.
+func (c *Conn) attempt(a Attempt) (time.Duration, *Error) {
+	start := time.Now()
+	var hs Handshake
+	if c.cfg.Handshake != nil {
+		var err error
+		hs, err = c.cfg.Handshake(c.ctx, a)
+		if err != nil {
+			return 0, &Error{Class: ClassTransient, Reason: "credential: " + err.Error(), BeforeAck: true, Err: err}
+		}
+	}
+	l, e := c.dial(hs)
+	if e != nil {
+		return 0, e
+	}
+	l.attempt = a.Number
+	defer l.finish()
+
+	// Reader first: control frames and the ack arrive on the read path.
+	ackTimer := time.AfterFunc(c.cfg.AckTimeout, func() {
+		l.fail(&Error{Class: ClassTransient, Code: CodeAckTimeout, Reason: "connection acknowledgement timeout", BeforeAck: true},
+			CodeAckTimeout, "Connection acknowledgement timeout")
+	})
+	defer ackTimer.Stop()
+	if err := l.write(appendMessage(nil, msgConnectionInit, "", hs.InitPayload)); err != nil {
+		return 0, l.outcome(err, false)
+	}
+	if err := c.awaitAck(l); err != nil {
+		return 0, l.outcome(err, false)
+	}
+	ackTimer.Stop()
+	acked := time.Now()
+
+	c.mu.Lock()
+	if c.state == StateClosed || c.closing() {
+		c.mu.Unlock()
+		return 0, &Error{Class: ClassTransient, Reason: "closed"}
+	}
+	c.link = l
+	c.state = StateReady
+	frames := make([][]byte, 0, len(c.live))
+	for op := range c.live {
+		frames = append(frames, c.assignLocked(op, l))
+	}
+	c.mu.Unlock()
+	if c.cfg.OnState != nil {
+		c.cfg.OnState(StateChange{State: StateReady, Subprotocol: l.proto.name, Attempt: a.Number, AckLatency: acked.Sub(start)})
+	}
+	if len(frames) > 0 {
+		l.goSend(frames)
+	}
+	if c.cfg.KeepAlive > 0 {
+		l.startKeepAlive(c.cfg.KeepAlive, c.cfg.KeepAliveTimeout)
+	}
+	err := c.serve(l)
+
+	c.mu.Lock()
+	c.link = nil
+	for id, op := range c.ops {
+		op.id = ""
+		delete(c.ops, id)
+	}
+	c.mu.Unlock()
+	return time.Since(acked), l.outcome(err, true)
+}
+
+// dial opens the socket and settles the subprotocol.
+func (c *Conn) dial(hs Handshake) (*link, *Error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, c.cfg.URL, &websocket.DialOptions{
+		HTTPClient:      c.cfg.HTTPClient,
+		HTTPHeader:      hs.Header,
+		Subprotocols:    c.cfg.Subprotocols,
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return nil, c.dialError(resp, err)
+	}
+	ws.SetReadLimit(c.cfg.MaxMessageBytes)
+	agreed := ws.Subprotocol()
+	name := agreed
+	if name == "" {
+		name = c.cfg.Fallback
+	}
+	p := protocolByName(name)
+	if p == nil || !slices.Contains(c.cfg.Subprotocols, name) && name != c.cfg.Fallback {
+		reason := fmt.Sprintf("offered %s, upstream agreed to %q", strings.Join(c.cfg.Subprotocols, ", "), agreed)
+		if agreed == "" {
+			reason = fmt.Sprintf("offered %s, upstream agreed to none and no fallback is configured", strings.Join(c.cfg.Subprotocols, ", "))
+		}
+		_ = ws.Close(websocket.StatusProtocolError, "no subprotocol agreed")
+		return nil, &Error{Class: ClassMisconfig, Code: CodeSubprotocolRefused, Reason: reason, BeforeAck: true, Err: ErrNoSubprotocol}
+	}
+	return newLink(c, ws, p), nil
+}
+
+func (c *Conn) dialError(resp *http.Response, err error) *Error {
+	e := &Error{Class: ClassTransient, BeforeAck: true, Err: err, Reason: err.Error()}
+	if resp != nil {
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			// The upgrade succeeded but the response broke the rules, most
+			// often by echoing a subprotocol that was never offered.
+			e.Class = ClassMisconfig
+			e.Code = CodeSubprotocolRefused
+			e.Reason = fmt.Sprintf("offered %s, upstream answered %q: %v",
+				strings.Join(c.cfg.Subprotocols, ", "), resp.Header.Get("Sec-WebSocket-Protocol"), err)
+			return e
+		}
+		e.HTTPStatus = resp.StatusCode
+		e.Class = classifyHTTP(resp.StatusCode)
+		e.Reason = resp.Status
+		if s := resp.Header.Get("Retry-After"); s != "" {
+			if secs, perr := strconv.Atoi(s); perr == nil && secs > 0 {
+				e.RetryAfter = time.Duration(secs) * time.Second
+			} else if t, perr := http.ParseTime(s); perr == nil {
+				e.RetryAfter = time.Until(t)
+			}
+		}
+		return e
+	}
+	var cve *tls.CertificateVerificationError
+	var uae x509.UnknownAuthorityError
+	var hne x509.HostnameError
+	if errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &hne) {
+		e.Class = ClassMisconfig
+		e.Code = 1015
+	}
+	return e
+}
+
+// awaitAck reads until connection_ack. Keep-alives and pings before the ack
+// are accepted; anything else is a protocol violation.
+func (c *Conn) awaitAck(l *link) error {
+	for {
+		env, err := l.read()
+		if err != nil {
+			return err
+		}
+		switch env.typ {
+		case msgConnectionAck:
+			return nil
+		case msgKeepAlive, msgPong:
+		case msgPing:
+			l.send(appendMessage(nil, msgPong, "", nil))
+		case msgConnectionError:
+			reason := "connection_error"
+			if env.payload != nil {
+				reason += ": " + string(truncate(env.payload, 200))
+			}
+			l.fail(&Error{Class: ClassAuth, Reason: reason, BeforeAck: true}, CodeNormal, "")
+		default:
+			l.violation(env, true)
+		}
+	}
+}
+
+// serve dispatches messages until the socket ends.
+func (c *Conn) serve(l *link) error {
+	for {
+		env, err := l.read()
+		if err != nil {
+			return err
+		}
+		switch env.typ {
+		case l.proto.next:
+			if op := c.lookup(env.id); op != nil {
+				op.next(env.payload)
+			}
+		case msgComplete:
+			if op := c.remove(env.id); op != nil {
+				op.finish(nil)
+			}
+		case msgError:
+			if op := c.remove(env.id); op != nil {
+				op.finish(&GraphQLError{Errors: l.proto.graphqlErrors(env.payload)})
+			}
+		case msgPing:
+			if l.proto.pingFrames {
+				l.send(appendMessage(nil, msgPong, "", nil))
+			}
+		case msgPong, msgKeepAlive, msgConnectionAck:
+			// Liveness only; a repeated ack is harmless.
+		case msgConnectionError:
+			// Legacy servers also send it for an unparsable message, without
+			// closing: nothing to do for the operations.
+			c.cfg.Logger.Warn("upstream sent connection_error after ack", "url", c.cfg.URL, "payload", string(truncate(env.payload, 200)))
+		default:
+			l.violation(env, false)
+			return l.drain()
+		}
+	}
+}
+
+func (c *Conn) lookup(id []byte) *Operation {
+	c.mu.Lock()
+	op := c.ops[string(id)]
+	c.mu.Unlock()
+	return op
+}
+
+func (c *Conn) remove(id []byte) *Operation {
+	c.mu.Lock()
+	op := c.ops[string(id)]
+	if op != nil {
+		delete(c.ops, op.id)
+		delete(c.live, op)
+		op.id = ""
+	}
+	c.mu.Unlock()
+	return op
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+// readBuf is the reader's frame buffer; reused across frames.
+type readBuf struct{ b []byte }
+
+func (r *readBuf) readFrom(rd io.Reader) error {
+	r.b = r.b[:0]
+	for {
+		if len(r.b) == cap(r.b) {
+			r.b = append(r.b, 0)[:len(r.b)]
+		}
+		n, err := rd.Read(r.b[len(r.b):cap(r.b)])
+		r.b = r.b[:len(r.b)+n]
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,245 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// link is one WebSocket beneath a Conn. The Conn's goroutine is its only
+// reader; every other goroutine it starts (keep-alive, closing, resubscribe
+// writes) is joined by finish.
+type link struct {
+	c       *Conn
+	ws      *websocket.Conn
+	proto   *protocol
+	attempt int
+	buf     readBuf
+	frames  atomic.Uint64 // inbound frames, for keep-alive
+	stop    chan struct{} // closed by finish
+	unwatch func() bool   // stops watching the Conn's context
+
+	mu      sync.Mutex
+	failure *Error // why the session itself ended the socket; first wins
+	ended   bool
+	wg      sync.WaitGroup
+}
+
+func newLink(c *Conn, ws *websocket.Conn, p *protocol) *link {
+	l := &link{c: c, ws: ws, proto: p, stop: make(chan struct{})}
+	l.unwatch = context.AfterFunc(c.ctx, func() {
+		c.mu.Lock()
+		code := c.closeCode
+		c.mu.Unlock()
+		l.shutdown(code)
+	})
+	return l
+}
+
+// read returns the next message. A frame that is not a valid message makes
+// the session close the socket with 4400; read then drains the socket and
+// returns its end.
+func (l *link) read() (envelope, error) {
+	typ, r, err := l.ws.Reader(context.Background()) // never cancelled: see REFERENCE.md §5
+	if err != nil {
+		return envelope{}, err
+	}
+	if err := l.buf.readFrom(r); err != nil {
+		return envelope{}, err
+	}
+	l.frames.Add(1)
+	if typ != websocket.MessageText {
+		l.fail(&Error{Class: ClassTransient, Code: CodeBadRequest, Reason: "upstream sent a binary frame"}, CodeBadRequest, "binary frames are not part of the protocol")
+		return envelope{}, l.drain()
+	}
+	env, err := decodeEnvelope(l.buf.b)
+	if err != nil {
+		l.fail(&Error{Class: ClassTransient, Code: CodeBadRequest, Reason: "upstream sent an invalid message: " + err.Error()}, CodeBadRequest, "Invalid message received")
+		return envelope{}, l.drain()
+	}
+	return env, nil
+}
+
+// violation closes the socket because of a well-formed message that has no
+// place in the protocol at this point.
+func (l *link) violation(env envelope, beforeAck bool) {
+	l.fail(&Error{Class: ClassTransient, Code: CodeBadRequest, BeforeAck: beforeAck,
+		Reason: fmt.Sprintf("upstream sent unexpected message type %q", truncate([]byte(env.typ), 64))},
+		CodeBadRequest, "Unexpected message type")
+}
+
+// drain discards frames until the socket ends, so a close handshake the
+// session started can complete.
+func (l *link) drain() error {
+	for {
+		_, r, err := l.ws.Reader(context.Background())
+		if err != nil {
+			return err
+		}
+		if err := l.buf.readFrom(r); err != nil {
+			return err
+		}
+	}
+}
+
+// outcome turns the end of the socket into an Error.
+func (l *link) outcome(err error, acked bool) *Error {
+	l.mu.Lock()
+	f := l.failure
+	l.mu.Unlock()
+	if f != nil {
+		if !acked {
+			f.BeforeAck = true
+		}
+		return f
+	}
+	pol := l.c.cfg.Policy
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		code := int(ce.Code)
+		return &Error{Class: pol.Classify(code, !acked), Code: code, Reason: ce.Reason, BeforeAck: !acked, Err: err}
+	}
+	if errors.Is(err, websocket.ErrMessageTooBig) {
+		return &Error{Class: pol.Classify(1009, !acked), Code: 1009,
+			Reason: fmt.Sprintf("upstream sent a message over the %d-byte limit", l.c.cfg.MaxMessageBytes), BeforeAck: !acked, Err: err}
+	}
+	return &Error{Class: pol.Classify(CodeAbnormal, !acked), Code: CodeAbnormal, Reason: "connection lost: " + err.Error(), BeforeAck: !acked, Err: err}
+}
+
+// fail records why the session ends the socket and closes it: with a close
+// frame carrying code, or abruptly when code is 0.
+func (l *link) fail(e *Error, code int, reason string) {
+	l.mu.Lock()
+	if l.failure != nil || l.ended {
+		l.mu.Unlock()
+		return
+	}
+	l.failure = e
+	l.wg.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.wg.Done()
+		if code == 0 {
+			_ = l.ws.CloseNow()
+			return
+		}
+		_ = l.ws.Close(websocket.StatusCode(code), reason)
+	}()
+}
+
+// shutdown closes the socket because the owner closed the Conn.
+func (l *link) shutdown(code int) {
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		return
+	}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.wg.Done()
+		if l.proto.terminate != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = l.ws.Write(ctx, websocket.MessageText, appendMessage(nil, l.proto.terminate, "", nil))
+			cancel()
+		}
+		_ = l.ws.Close(websocket.StatusCode(code), "")
+	}()
+}
+
+// finish releases the socket and joins every goroutine of the link.
+func (l *link) finish() {
+	l.unwatch()
+	l.mu.Lock()
+	l.ended = true
+	l.mu.Unlock()
+	close(l.stop)
+	_ = l.ws.CloseNow()
+	l.wg.Wait()
+}
+
+// write sends one frame, bounded by the write timeout.
+func (l *link) write(frame []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), l.c.cfg.WriteTimeout)
+	defer cancel()
+	return l.ws.Write(ctx, websocket.MessageText, frame)
+}
+
+// send writes a frame; a failed write ends the socket, and with it every
+// operation on it is resubscribed elsewhere.
+func (l *link) send(frame []byte) {
+	if err := l.write(frame); err != nil {
+		l.fail(&Error{Class: ClassTransient, Code: CodeAbnormal, Reason: "write failed: " + err.Error(), Err: err}, 0, "")
+	}
+}
+
+// goSend writes frames in the background so the reader keeps reading.
+func (l *link) goSend(frames [][]byte) {
+	l.wg.Go(func() {
+		for _, f := range frames {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			if err := l.write(f); err != nil {
+				l.fail(&Error{Class: ClassTransient, Code: CodeAbnormal, Reason: "write failed: " + err.Error(), Err: err}, 0, "")
+				return
+			}
+		}
+	})
+}
+
+// startKeepAlive probes the socket whenever it was silent for a whole
+// interval. A probe unanswered within timeout ends the socket: that is how a
+// half-open connection (the peer gone, no FIN) is found.
+func (l *link) startKeepAlive(interval, timeout time.Duration) {
+	l.wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		last := l.frames.Load()
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-t.C:
+			}
+			if n := l.frames.Load(); n != last {
+				last = n
+				continue
+			}
+			alive := false
+			if l.proto.pingFrames {
+				l.send(appendMessage(nil, msgPing, "", nil))
+				w := time.NewTimer(timeout)
+				select {
+				case <-l.stop:
+					w.Stop()
+					return
+				case <-w.C:
+				}
+				alive = l.frames.Load() != last
+			} else {
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				alive = l.ws.Ping(ctx) == nil
+				cancel()
+			}
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			if !alive {
+				l.fail(&Error{Class: ClassTransient, Code: CodeAbnormal,
+					Reason: fmt.Sprintf("keep-alive timeout: no answer within %s", timeout)}, 0, "")
+				return
+			}
+			last = l.frames.Load()
+		}
+	})
+}
