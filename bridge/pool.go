@@ -1,0 +1,243 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gqlbridge/gqlbridge/session"
+)
+
+// pooledConn is one upstream connection and the operations it carries.
+type pooledConn struct {
+	c    *session.Conn
+	ops  int // operations the pool placed here and not yet removed
+	idle *time.Timer
+	gone bool // removed from the pool
+}
+
+// upstreamPool holds the connections and shared operations of one upstream.
+type upstreamPool struct {
+	name    string
+	up      *Upstream
+	log     *slog.Logger
+	metrics *Metrics
+
+	mu       sync.Mutex
+	conns    map[string][]*pooledConn // by credential identity
+	shared   map[string]*fanout       // by dedup key
+	shutdown bool
+	reserved int            // streams counted against Upstream.MaxSubscriptions
+	closing  sync.WaitGroup // idle closes under way
+}
+
+func newUpstreamPool(name string, up *Upstream, log *slog.Logger, m *Metrics) *upstreamPool {
+	return &upstreamPool{name: name, up: up, log: log.With("upstream", name), metrics: m,
+		conns: map[string][]*pooledConn{}, shared: map[string]*fanout{}}
+}
+
+var errShuttingDown = errors.New("bridge: shutting down")
+
+// attach connects s to an upstream operation for req: an identical running
+// one when deduplication is on, else a new one on a connection with room.
+// The returned detach must be called when the subscriber leaves.
+func (p *upstreamPool) attach(identity string, req session.Request, key string, s *subscriber) (detach func(), err error) {
+	p.mu.Lock()
+	if p.shutdown {
+		p.mu.Unlock()
+		return nil, errShuttingDown
+	}
+	if key != "" {
+		if f := p.shared[key]; f != nil && f.join(s) {
+			p.mu.Unlock()
+			p.metrics.subscriberJoined(p.name, true)
+			return func() { p.detach(f, s) }, nil
+		}
+	}
+	pc, err := p.pickLocked(identity)
+	if err != nil {
+		p.mu.Unlock()
+		return nil, err
+	}
+	f := &fanout{key: key, pc: pc, pool: p, subs: []*subscriber{s}}
+	if key != "" {
+		p.shared[key] = f
+	}
+	p.mu.Unlock()
+
+	// Subscribe outside the pool lock: it may call the fanout's handler.
+	op, err := pc.c.Subscribe(req, f)
+	if err != nil {
+		p.detach(f, s)
+		return nil, err
+	}
+	if !f.setOp(op) {
+		op.Stop()
+	}
+	p.metrics.subscriberJoined(p.name, false)
+	return func() { p.detach(f, s) }, nil
+}
+
+// pickLocked returns a connection of identity with room for one more
+// operation, dialing one when none has. Dial does not block, so concurrent
+// first subscribers share that one dial.
+func (p *upstreamPool) pickLocked(identity string) (*pooledConn, error) {
+	list := p.conns[identity]
+	live := list[:0]
+	var pick *pooledConn
+	for _, pc := range list {
+		select {
+		case <-pc.c.Done():
+			pc.gone = true // failed terminally; its operations had their outcome
+			continue
+		default:
+		}
+		live = append(live, pc)
+		if pick == nil && pc.ops < p.up.MaxOpsPerConn {
+			pick = pc
+		}
+	}
+	clear(list[len(live):])
+	p.conns[identity] = live
+	if pick == nil {
+		cfg := p.up.Session
+		if p.up.HandshakeFor != nil {
+			cfg.Handshake = p.up.HandshakeFor(identity)
+		}
+		userHook := cfg.OnState
+		prev := ""
+		cfg.OnState = func(sc session.StateChange) {
+			p.logState(sc)
+			p.metrics.connState(p.name, sc)
+			next := sc.State.String()
+			if sc.State == session.StateClosed {
+				next = ""
+			}
+			if next != prev {
+				p.metrics.connMoved(p.name, prev, next)
+				prev = next
+			}
+			if userHook != nil {
+				userHook(sc)
+			}
+		}
+		c, err := session.Dial(cfg)
+		if err != nil {
+			return nil, err
+		}
+		pick = &pooledConn{c: c}
+		p.conns[identity] = append(p.conns[identity], pick)
+	}
+	pick.ops++
+	if pick.idle != nil {
+		pick.idle.Stop()
+		pick.idle = nil
+	}
+	return pick, nil
+}
+
+// detach removes s; the last subscriber of an operation stops it, and a
+// connection left without operations closes after the idle grace period.
+func (p *upstreamPool) detach(f *fanout, s *subscriber) {
+	last, op := f.leave(s)
+	p.metrics.subscriberLeft(p.name)
+	if !last {
+		return
+	}
+	p.mu.Lock()
+	if f.key != "" && p.shared[f.key] == f {
+		delete(p.shared, f.key)
+	}
+	p.metrics.operationEnded(p.name)
+	pc := f.pc
+	pc.ops--
+	if pc.ops == 0 && !pc.gone && !p.shutdown {
+		pc.idle = time.AfterFunc(p.up.IdleTimeout, func() { p.closeIdle(pc) })
+	}
+	p.mu.Unlock()
+	if op != nil {
+		op.Stop()
+	}
+}
+
+func (p *upstreamPool) closeIdle(pc *pooledConn) {
+	p.mu.Lock()
+	if pc.ops > 0 || pc.gone || p.shutdown {
+		p.mu.Unlock()
+		return
+	}
+	pc.gone = true
+	for id, list := range p.conns {
+		for i, x := range list {
+			if x == pc {
+				p.conns[id] = append(list[:i], list[i+1:]...)
+				break
+			}
+		}
+	}
+	p.closing.Add(1)
+	p.mu.Unlock()
+	defer p.closing.Done()
+	pc.c.Close(session.CodeNormal, nil)
+}
+
+// close shuts every connection with code (1001 when the bridge stops).
+func (p *upstreamPool) close(code int) {
+	p.mu.Lock()
+	p.shutdown = true
+	var all []*pooledConn
+	for _, list := range p.conns {
+		for _, pc := range list {
+			if pc.idle != nil {
+				pc.idle.Stop()
+			}
+			pc.gone = true
+			all = append(all, pc)
+		}
+	}
+	clear(p.conns)
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, pc := range all {
+		wg.Go(func() { pc.c.Close(code, errShuttingDown) })
+	}
+	wg.Wait()
+	p.closing.Wait()
+}
+
+// stats reports connections and operations for the status page and tests.
+func (p *upstreamPool) stats() (conns, ops, shared int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, list := range p.conns {
+		conns += len(list)
+		for _, pc := range list {
+			ops += pc.ops
+		}
+	}
+	return conns, ops, len(p.shared)
+}
+
+// logState writes one line per connection state change, never per event.
+func (p *upstreamPool) logState(sc session.StateChange) {
+	switch sc.State {
+	case session.StateReady:
+		p.log.Info("upstream connection ready", "subprotocol", sc.Subprotocol, "attempt", sc.Attempt, "ack_latency", sc.AckLatency)
+	case session.StateBackoff:
+		p.log.Warn("upstream connection lost, reconnecting", "close_code", sc.Cause.Code, "close_reason", sc.Cause.Reason,
+			"class", sc.Cause.Class.String(), "attempt", sc.Attempt, "delay", sc.Delay)
+	case session.StateClosed:
+		if sc.Cause != nil {
+			lvl := slog.LevelWarn
+			if sc.Cause.Class == session.ClassBridgeFault {
+				lvl = slog.LevelError // the upstream says we broke the protocol
+			}
+			p.log.Log(context.Background(), lvl, "upstream connection failed", "close_code", sc.Cause.Code, "close_reason", sc.Cause.Reason,
+				"http_status", sc.Cause.HTTPStatus, "class", sc.Cause.Class.String())
+		} else {
+			p.log.Info("upstream connection closed")
+		}
+	}
+}

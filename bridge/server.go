@@ -1,0 +1,381 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
+	"github.com/gqlbridge/gqlbridge/session"
+)
+
+// Upstream is one configured upstream as the service sees it.
+type Upstream struct {
+	// Session is the connection template (URL, subprotocols, timeouts,
+	// backoff, close-code policy, handshake).
+	Session session.Config
+	// HandshakeFor, when set, gives each credential identity its own
+	// handshake (forwarded credentials); it overrides Session.Handshake.
+	HandshakeFor func(identity string) func(context.Context, session.Attempt) (session.Handshake, error)
+	// MaxOpsPerConn caps operations per connection; another connection
+	// opens when all are full. Default 1000.
+	MaxOpsPerConn int
+	// Dedup shares identical subscriptions as one upstream operation.
+	Dedup bool
+	// QueueSize bounds each subscriber's queue of results. Default 128.
+	QueueSize int
+	// SlowPolicy is what happens when that queue is full. Default DropOldest.
+	SlowPolicy SlowPolicy
+	// IdleTimeout closes a connection that carried no operation this long.
+	// Default 30s.
+	IdleTimeout time.Duration
+	// MaxSubscriptions caps open Subscribe streams on this upstream; 0 means
+	// no cap.
+	MaxSubscriptions int
+}
+
+// Config configures the service.
+type Config struct {
+	Upstreams map[string]*Upstream
+	// MaxQueryBytes bounds SubscribeRequest.query. Default 64 KiB.
+	MaxQueryBytes int
+	// MaxVariablesBytes bounds the JSON of variables plus extensions.
+	// Default 64 KiB.
+	MaxVariablesBytes int
+	// MaxSubscriptions caps open Subscribe streams in total; 0 means no cap.
+	MaxSubscriptions int
+	// Identity returns the credential identity of a caller (forwarded
+	// credentials); nil means every caller shares the upstream's credential.
+	Identity func(ctx context.Context, upstream string) (string, error)
+	// Authorize checks that the caller may use upstream; nil allows all.
+	// Its error is returned as is (a *RequestError picks the code).
+	Authorize func(ctx context.Context, upstream string) error
+	Logger    *slog.Logger
+	Metrics   *Metrics
+}
+
+// Server implements SubscriptionService.
+type Server struct {
+	bridgev1.UnimplementedSubscriptionServiceServer
+
+	cfg      Config
+	pools    map[string]*upstreamPool
+	log      *slog.Logger
+	total   atomic.Int64
+	drained chan struct{} // closed when open streams must end
+	once    sync.Once
+
+	mu       sync.Mutex
+	draining bool
+	open     int           // Subscribe calls in progress
+	idle     chan struct{} // closed when open drops to 0 while draining
+}
+
+// New validates cfg and returns the service. Connections open on the first
+// subscription.
+func New(cfg Config) (*Server, error) {
+	if len(cfg.Upstreams) == 0 {
+		return nil, errors.New("bridge: no upstreams configured")
+	}
+	if cfg.MaxQueryBytes <= 0 {
+		cfg.MaxQueryBytes = 64 << 10
+	}
+	if cfg.MaxVariablesBytes <= 0 {
+		cfg.MaxVariablesBytes = 64 << 10
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, pools: map[string]*upstreamPool{}, log: cfg.Logger, drained: make(chan struct{})}
+	for name, up := range cfg.Upstreams {
+		if up.MaxOpsPerConn <= 0 {
+			up.MaxOpsPerConn = 1000
+		}
+		if up.QueueSize <= 0 {
+			up.QueueSize = 128
+		}
+		if up.IdleTimeout <= 0 {
+			up.IdleTimeout = 30 * time.Second
+		}
+		s.pools[name] = newUpstreamPool(name, up, cfg.Logger, cfg.Metrics)
+	}
+	return s, nil
+}
+
+// Subscribe runs one subscription for one caller.
+func (s *Server) Subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error {
+	var err error
+	if s.enter() {
+		defer s.leave()
+		err = s.subscribe(req, stream)
+	} else {
+		err = ErrDraining
+	}
+	st := Status(req.GetUpstream(), err)
+	if s.cfg.Metrics != nil && s.pools[req.GetUpstream()] != nil {
+		reason := ""
+		if d := st.Details(); len(d) > 0 {
+			if info, ok := d[0].(interface{ GetReason() string }); ok {
+				reason = info.GetReason()
+			}
+		}
+		s.cfg.Metrics.terminated(req.GetUpstream(), st.Code().String(), reason)
+	}
+	return st.Err()
+}
+
+func (s *Server) subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error {
+	ctx := stream.Context()
+	pool, sreq, err := s.validate(req)
+	if err != nil {
+		return err
+	}
+	if s.cfg.Authorize != nil {
+		if err := s.cfg.Authorize(ctx, req.GetUpstream()); err != nil {
+			return err
+		}
+	}
+	identity := ""
+	if s.cfg.Identity != nil {
+		if identity, err = s.cfg.Identity(ctx, req.GetUpstream()); err != nil {
+			return err
+		}
+	}
+	if n := s.total.Add(1); s.cfg.MaxSubscriptions > 0 && n > int64(s.cfg.MaxSubscriptions) {
+		s.total.Add(-1)
+		return &RequestError{Code: codes.ResourceExhausted, Reason: ReasonLimitReached,
+			Msg: fmt.Sprintf("the bridge serves at most %d subscriptions; retry later or on another replica", s.cfg.MaxSubscriptions)}
+	}
+	defer s.total.Add(-1)
+	release, err := pool.reserve()
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	key := ""
+	if pool.up.Dedup {
+		key = dedupKey(identity, sreq)
+	}
+	sub := newSubscriber(pool.up.QueueSize, pool.up.SlowPolicy, s.cfg.Metrics.dropCounter(pool.name))
+	detach, err := pool.attach(identity, sreq, key, sub)
+	if err != nil {
+		return err
+	}
+	defer detach()
+	return s.pump(ctx, pool.name, sub, stream)
+}
+
+// pump sends what the subscriber's queue holds until the outcome, the
+// caller leaving, or the drain. One goroutine per stream: this one.
+func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error {
+	var (
+		batch []item
+		next  = &bridgev1.Next{}
+		onN   = &bridgev1.SubscribeResponse_Next{Next: next}
+		onL   = &bridgev1.SubscribeResponse_Lifecycle{}
+		resp  = &bridgev1.SubscribeResponse{}
+		out   = s.cfg.Metrics.eventOut(upstream)
+	)
+	for {
+		select {
+		case <-sub.signal:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.drained:
+			return ErrDraining
+		}
+		var done bool
+		var outcome error
+		batch, done, outcome = sub.take(batch[:0])
+		for i, it := range batch {
+			// Messages are reused: Send has marshalled them when it returns.
+			if it.ev != nil {
+				onL.Lifecycle = it.ev
+				resp.Event = onL
+			} else {
+				next.Result, next.Sequence = it.payload, it.seq
+				resp.Event = onN
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			batch[i] = item{}
+			if out != nil && it.ev == nil {
+				out.Inc()
+			}
+		}
+		if done {
+			return outcome
+		}
+	}
+}
+
+// reserve counts a stream against the upstream's cap.
+func (p *upstreamPool) reserve() (func(), error) {
+	if p.up.MaxSubscriptions <= 0 {
+		return func() {}, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reserved >= p.up.MaxSubscriptions {
+		return nil, &RequestError{Code: codes.ResourceExhausted, Reason: ReasonLimitReached,
+			Msg: fmt.Sprintf("upstream %q serves at most %d subscriptions on this replica; retry later", p.name, p.up.MaxSubscriptions)}
+	}
+	p.reserved++
+	return func() {
+		p.mu.Lock()
+		p.reserved--
+		p.mu.Unlock()
+	}, nil
+}
+
+// validate checks a request and builds the upstream request.
+func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, session.Request, error) {
+	var sreq session.Request
+	name := req.GetUpstream()
+	if name == "" {
+		return nil, sreq, invalid("upstream is required: name one of the bridge's configured upstreams")
+	}
+	pool := s.pools[name]
+	if pool == nil {
+		return nil, sreq, &RequestError{Code: codes.NotFound, Reason: ReasonUnknownUpstream,
+			Msg: fmt.Sprintf("unknown upstream %q: configured upstreams are %s", truncateString(name, 64), strings.Join(slices.Sorted(maps.Keys(s.pools)), ", "))}
+	}
+	q := req.GetQuery()
+	if strings.TrimSpace(q) == "" {
+		return nil, sreq, invalid("query is required: send a GraphQL document such as \"subscription { ... }\"")
+	}
+	if len(q) > s.cfg.MaxQueryBytes {
+		return nil, sreq, invalid("query is %d bytes; the limit is %d", len(q), s.cfg.MaxQueryBytes)
+	}
+	if !utf8.ValidString(q) || !utf8.ValidString(req.GetOperationName()) {
+		return nil, sreq, invalid("query and operation_name must be valid UTF-8")
+	}
+	vars, err := structJSON(req.GetVariables())
+	if err != nil {
+		return nil, sreq, invalid("variables: %v", err)
+	}
+	ext, err := structJSON(req.GetExtensions())
+	if err != nil {
+		return nil, sreq, invalid("extensions: %v", err)
+	}
+	if n := len(vars) + len(ext); n > s.cfg.MaxVariablesBytes {
+		return nil, sreq, invalid("variables and extensions are %d bytes of JSON; the limit is %d", n, s.cfg.MaxVariablesBytes)
+	}
+	return pool, session.Request{Query: q, Variables: vars, OperationName: req.GetOperationName(), Extensions: ext}, nil
+}
+
+// structJSON encodes a Struct canonically (sorted keys), so identical
+// variables produce identical bytes and deduplicate.
+func structJSON(st *structpb.Struct) (json.RawMessage, error) {
+	if st == nil || len(st.GetFields()) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(st.AsMap())
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// dedupKey identifies identical subscriptions.
+func dedupKey(identity string, r session.Request) string {
+	return strings.Join([]string{identity, r.Query, r.OperationName, string(r.Variables), string(r.Extensions)}, "\x00")
+}
+
+func truncateString(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// enter counts a Subscribe call in, unless the service is draining.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.open++
+	return true
+}
+
+func (s *Server) leave() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.open--
+	if s.open == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// Drain stops the service: new Subscribes are refused at once; open streams
+// may run until grace passes (or ctx ends), then end with UNAVAILABLE and
+// RetryInfo so callers resubscribe on another replica; then every upstream
+// connection closes with 1001. It returns early when no stream is open.
+func (s *Server) Drain(ctx context.Context, grace time.Duration) {
+	s.mu.Lock()
+	s.draining = true
+	idle := make(chan struct{})
+	if s.open == 0 {
+		close(idle)
+	} else {
+		s.idle = idle
+	}
+	s.mu.Unlock()
+	t := time.NewTimer(grace)
+	select {
+	case <-t.C:
+	case <-idle:
+	case <-ctx.Done():
+	}
+	t.Stop()
+	s.once.Do(func() { close(s.drained) })
+	<-idle
+	s.Close()
+}
+
+// Close ends every open stream with UNAVAILABLE and closes every upstream
+// connection with 1001 at once.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	s.once.Do(func() { close(s.drained) })
+	var wg sync.WaitGroup
+	for _, p := range s.pools {
+		wg.Go(func() { p.close(session.CodeGoingAway) })
+	}
+	wg.Wait()
+}
+
+// UpstreamStats describes one upstream's pool.
+type UpstreamStats struct {
+	Connections, Operations, Shared int
+}
+
+// Stats reports each upstream's pool.
+func (s *Server) Stats() map[string]UpstreamStats {
+	out := make(map[string]UpstreamStats, len(s.pools))
+	for name, p := range s.pools {
+		c, o, sh := p.stats()
+		out[name] = UpstreamStats{Connections: c, Operations: o, Shared: sh}
+	}
+	return out
+}

@@ -1,0 +1,153 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/gqlbridge/gqlbridge/session"
+)
+
+// Domain is the google.rpc.ErrorInfo domain of every gqlbridge error.
+const Domain = "gqlbridge"
+
+// Stable ErrorInfo reasons. Clients may switch on them; docs/status.md lists
+// them with their codes and whether to retry.
+const (
+	ReasonInvalidRequest      = "INVALID_REQUEST"
+	ReasonUnknownUpstream     = "UNKNOWN_UPSTREAM"
+	ReasonLimitReached        = "LIMIT_REACHED"
+	ReasonSlowConsumer        = "SLOW_CONSUMER"
+	ReasonDraining            = "BRIDGE_DRAINING"
+	ReasonGraphQLError        = "GRAPHQL_ERROR"
+	ReasonUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
+	ReasonAuthRejected        = "UPSTREAM_AUTH_REJECTED"
+	ReasonPermissionDenied    = "UPSTREAM_PERMISSION_DENIED"
+	ReasonMisconfigured       = "UPSTREAM_MISCONFIGURED"
+	ReasonProtocolFault       = "BRIDGE_PROTOCOL_FAULT"
+	ReasonRateLimited         = "UPSTREAM_RATE_LIMITED"
+	ReasonMessageTooBig       = "UPSTREAM_MESSAGE_TOO_BIG"
+	ReasonCallerUnauthorized  = "CALLER_UNAUTHENTICATED"
+	ReasonCallerForbidden     = "CALLER_NOT_ALLOWED"
+)
+
+var (
+	// ErrSlowConsumer ends a subscriber that fell a whole queue behind under
+	// the fail policy.
+	ErrSlowConsumer = errors.New("subscriber fell behind: its queue is full")
+	// ErrDraining ends streams when the bridge shuts down.
+	ErrDraining = errors.New("bridge is shutting down")
+)
+
+// RequestError is a bridge-side refusal of a request.
+type RequestError struct {
+	Code   codes.Code
+	Reason string
+	Msg    string
+}
+
+func (e *RequestError) Error() string { return e.Msg }
+
+func invalid(format string, args ...any) error {
+	return &RequestError{Code: codes.InvalidArgument, Reason: ReasonInvalidRequest, Msg: fmt.Sprintf(format, args...)}
+}
+
+// retryDelay is what RetryInfo suggests when nothing better is known.
+const retryDelay = time.Second
+
+// Status maps the outcome of a subscription on upstream to the gRPC status
+// the caller receives. It is the only place that decides codes.
+func Status(upstream string, err error) *status.Status {
+	if err == nil {
+		return status.New(codes.OK, "")
+	}
+	var (
+		code   codes.Code
+		reason string
+		msg    = err.Error()
+		meta   = map[string]string{"upstream": upstream}
+		retry  time.Duration
+	)
+	var (
+		se  *session.Error
+		ge  *session.GraphQLError
+		req *RequestError
+	)
+	switch {
+	case errors.As(err, &req):
+		code, reason = req.Code, req.Reason
+		if code == codes.ResourceExhausted {
+			retry = retryDelay
+		}
+	case errors.As(err, &ge):
+		code, reason = codes.InvalidArgument, ReasonGraphQLError
+		msg = "upstream rejected the operation: " + string(ge.Errors)
+		meta["graphql_errors"] = string(ge.Errors)
+	case errors.As(err, &se):
+		meta["close_code"] = strconv.Itoa(se.Code)
+		meta["close_reason"] = se.Reason
+		meta["class"] = se.Class.String()
+		if se.HTTPStatus != 0 {
+			meta["http_status"] = strconv.Itoa(se.HTTPStatus)
+		}
+		code, reason = sessionCode(se)
+		if code == codes.Unavailable {
+			retry = max(se.RetryAfter, retryDelay)
+		}
+	case errors.Is(err, ErrSlowConsumer):
+		code, reason = codes.ResourceExhausted, ReasonSlowConsumer
+	case errors.Is(err, ErrDraining), errors.Is(err, errShuttingDown), errors.Is(err, session.ErrClosed):
+		code, reason, msg = codes.Unavailable, ReasonDraining, ErrDraining.Error()+": subscribe again (another replica will serve it)"
+		retry = 100 * time.Millisecond
+	case errors.Is(err, context.Canceled):
+		return status.New(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.New(codes.DeadlineExceeded, err.Error())
+	default:
+		code, reason = codes.Internal, "INTERNAL"
+	}
+	st := status.New(code, msg)
+	info := &errdetails.ErrorInfo{Domain: Domain, Reason: reason, Metadata: meta}
+	var derr error
+	var withD *status.Status
+	if retry > 0 {
+		withD, derr = st.WithDetails(info, &errdetails.RetryInfo{RetryDelay: durationpb.New(retry)})
+	} else {
+		withD, derr = st.WithDetails(info)
+	}
+	if derr == nil {
+		st = withD
+	}
+	return st
+}
+
+// sessionCode maps an upstream connection failure per DESIGN.md §4.
+func sessionCode(e *session.Error) (codes.Code, string) {
+	switch e.Class {
+	case session.ClassTransient:
+		return codes.Unavailable, ReasonUpstreamUnavailable
+	case session.ClassAuth:
+		if e.Code == 4403 || e.Code == 1008 || e.HTTPStatus == 403 {
+			return codes.PermissionDenied, ReasonPermissionDenied
+		}
+		return codes.Unauthenticated, ReasonAuthRejected
+	case session.ClassMisconfig:
+		return codes.FailedPrecondition, ReasonMisconfigured
+	case session.ClassBridgeFault:
+		switch e.Code {
+		case 4429:
+			return codes.ResourceExhausted, ReasonRateLimited
+		case 1009:
+			return codes.ResourceExhausted, ReasonMessageTooBig
+		}
+		return codes.Internal, ReasonProtocolFault
+	}
+	return codes.Internal, ReasonProtocolFault
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
+)
+
+// subscribe is a small client: each result goes to stdout as one JSON line,
+// lifecycle changes and the final status to stderr, and the exit code is the
+// gRPC status code (0 when the upstream completed the subscription).
+func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("subscribe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:50051", "the bridge's gRPC address")
+	upstream := fs.String("upstream", "", "configured upstream name; required")
+	vars := fs.String("variables", "", "variables as a JSON object")
+	opName := fs.String("operation-name", "", "operation to run when the document has several")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: bridge subscribe --upstream NAME [flags] QUERY\n\nPrints each result as one JSON line on stdout; lifecycle on stderr.\nExit code: the gRPC status code (0 = completed).\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *upstream == "" || fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	req := &bridgev1.SubscribeRequest{Upstream: *upstream, Query: fs.Arg(0), OperationName: *opName}
+	if *vars != "" {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(*vars), &m); err != nil {
+			fmt.Fprintf(stderr, "bridge: --variables must be a JSON object: %v\n", err)
+			return 2
+		}
+		st, err := structpb.NewStruct(m)
+		if err != nil {
+			fmt.Fprintf(stderr, "bridge: --variables: %v\n", err)
+			return 2
+		}
+		req.Variables = st
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Fprintln(stderr, "bridge:", err)
+		return 1
+	}
+	defer conn.Close()
+	stream, err := bridgev1.NewSubscriptionServiceClient(conn).Subscribe(ctx, req)
+	if err == nil {
+		for {
+			var resp *bridgev1.SubscribeResponse
+			resp, err = stream.Recv()
+			if err != nil {
+				break
+			}
+			switch ev := resp.Event.(type) {
+			case *bridgev1.SubscribeResponse_Next:
+				stdout.Write(ev.Next.Result)
+				io.WriteString(stdout, "\n")
+			case *bridgev1.SubscribeResponse_Lifecycle:
+				l := ev.Lifecycle
+				line := strings.ToLower(strings.TrimPrefix(l.State.String(), "STATE_"))
+				if l.CloseCode != 0 || l.CloseReason != "" {
+					line += fmt.Sprintf(" close_code=%d reason=%q", l.CloseCode, l.CloseReason)
+				}
+				if l.Attempt != 0 {
+					line += fmt.Sprintf(" attempt=%d", l.Attempt)
+				}
+				fmt.Fprintln(stderr, "lifecycle:", line)
+			}
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		fmt.Fprintln(stderr, "completed")
+		return 0
+	}
+	st := status.Convert(err)
+	fmt.Fprintf(stderr, "bridge: %s: %s\n", st.Code(), st.Message())
+	for _, d := range st.Details() {
+		if b, jerr := json.Marshal(d); jerr == nil {
+			fmt.Fprintf(stderr, "  detail: %s\n", b)
+		}
+	}
+	return int(st.Code())
+}

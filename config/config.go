@@ -1,0 +1,327 @@
+// Package config loads and validates the bridge's YAML configuration
+// (DESIGN.md §3). Every error names the key and its line and says what is
+// allowed. It never echoes a secret: values substituted from the
+// environment are not quoted in errors.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole file.
+type Config struct {
+	Server    Server               `yaml:"server"`
+	Upstreams map[string]*Upstream `yaml:"upstreams"`
+
+	root *yaml.Node
+}
+
+// Server configures the listeners and process-wide limits.
+type Server struct {
+	// GRPCAddress is where SubscriptionService listens. Default 127.0.0.1:50051.
+	GRPCAddress string `yaml:"grpc_address"`
+	// AdminAddress serves /metrics, /healthz, /readyz. Default 127.0.0.1:9090;
+	// "off" disables it.
+	AdminAddress string `yaml:"admin_address"`
+	// DrainGrace is how long open streams may continue after SIGTERM before
+	// they end with UNAVAILABLE. Default 10s.
+	DrainGrace time.Duration `yaml:"drain_grace"`
+	// MaxSubscriptions caps open streams in the process; 0 = no cap.
+	MaxSubscriptions int `yaml:"max_subscriptions"`
+	// MaxQueryBytes bounds a request's query. Default 65536.
+	MaxQueryBytes int `yaml:"max_query_bytes"`
+	// MaxVariablesBytes bounds a request's variables+extensions JSON. Default 65536.
+	MaxVariablesBytes int `yaml:"max_variables_bytes"`
+}
+
+// Upstream is one upstream GraphQL server.
+type Upstream struct {
+	// URL is the ws:// or wss:// endpoint. Required.
+	URL string `yaml:"url"`
+	// Subprotocols are offered in order (wire names). Default
+	// [graphql-transport-ws, graphql-ws].
+	Subprotocols []string `yaml:"subprotocols"`
+	// FallbackSubprotocol is spoken when the server agrees to none. Default none.
+	FallbackSubprotocol string `yaml:"fallback_subprotocol"`
+	// Token is the credential source; optional.
+	Token *Token `yaml:"token"`
+	// ConnectionParams is the connection_init payload; "{{token}}" in any
+	// string is replaced by the token.
+	ConnectionParams map[string]any `yaml:"connection_params"`
+	// Headers are added to the upgrade request, with the same substitution.
+	Headers map[string]string `yaml:"headers"`
+
+	DialTimeout      time.Duration `yaml:"dial_timeout"`       // default 10s
+	AckTimeout       time.Duration `yaml:"ack_timeout"`        // default 10s
+	KeepAlive        time.Duration `yaml:"keep_alive"`         // default 15s; negative disables
+	KeepAliveTimeout time.Duration `yaml:"keep_alive_timeout"` // default 10s
+	MaxMessageBytes  int64         `yaml:"max_message_bytes"`  // default 16 MiB
+	Retry            Retry         `yaml:"retry"`
+	// CloseCodes overrides the outcome class of close codes:
+	// transient, auth, misconfiguration or bridge_fault.
+	CloseCodes map[int]string `yaml:"close_codes"`
+
+	// MaxOperationsPerConnection opens another connection when reached. Default 1000.
+	MaxOperationsPerConnection int `yaml:"max_operations_per_connection"`
+	// Dedup shares identical subscriptions as one upstream operation. Default true.
+	Dedup *bool `yaml:"dedup"`
+	// Queue is each subscriber's queue.
+	Queue Queue `yaml:"queue"`
+	// IdleTimeout closes a connection without operations. Default 30s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxSubscriptions caps open streams on this upstream; 0 = no cap.
+	MaxSubscriptions int `yaml:"max_subscriptions"`
+}
+
+// Token names exactly one credential source.
+type Token struct {
+	Value string `yaml:"value"`
+	Env   string `yaml:"env"`
+	File  string `yaml:"file"`
+}
+
+// Retry is the reconnect budget.
+type Retry struct {
+	Initial     time.Duration `yaml:"initial"`      // default 100ms
+	Max         time.Duration `yaml:"max"`          // default 10s
+	Multiplier  float64       `yaml:"multiplier"`   // default 2
+	MaxElapsed  time.Duration `yaml:"max_elapsed"`  // default 0: keep trying
+	StableAfter time.Duration `yaml:"stable_after"` // default 10s
+}
+
+// Queue configures per-subscriber queues.
+type Queue struct {
+	Size   int    `yaml:"size"`   // default 128
+	Policy string `yaml:"policy"` // drop_oldest (default) or fail
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// Load reads and validates a configuration file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %v", err)
+	}
+	cfg, err := Parse(b, os.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse validates a configuration. ${VAR} in any string value is replaced
+// from lookup (comments are left alone); an unset variable is an error.
+func Parse(b []byte, lookup func(string) (string, bool)) (*Config, error) {
+	// A strict decode first: unknown keys and wrong types, with lines.
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&Config{}); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("the file is empty: it needs at least an upstreams section")
+		}
+		return nil, fmt.Errorf("%s (see docs/config.md for the allowed keys)", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, err
+	}
+	if err := substitute(&root, lookup); err != nil {
+		return nil, err
+	}
+	cfg := &Config{root: &root}
+	if err := root.Decode(cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// substitute replaces ${VAR} in every scalar under n.
+func substitute(n *yaml.Node, lookup func(string) (string, bool)) error {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
+		var missing []string
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			name := m[2 : len(m)-1]
+			v, ok := lookup(name)
+			if !ok {
+				missing = append(missing, name)
+			}
+			return v
+		})
+		if len(missing) > 0 {
+			return fmt.Errorf("line %d: environment variable %s is not set", n.Line, strings.Join(missing, ", "))
+		}
+	}
+	for _, c := range n.Content {
+		if err := substitute(c, lookup); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// line finds the line of the node at path, or of its nearest ancestor.
+func (c *Config) line(path ...string) int {
+	n := c.root
+	if n == nil {
+		return 0
+	}
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	last := n.Line
+	for _, key := range path {
+		if n.Kind != yaml.MappingNode {
+			break
+		}
+		found := false
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				last = n.Content[i].Line
+				n = n.Content[i+1]
+				found = true
+				break
+			}
+		}
+		if !found {
+			break
+		}
+	}
+	return last
+}
+
+func (c *Config) errorf(path []string, format string, args ...any) error {
+	return fmt.Errorf("line %d: %s: %s", c.line(path...), strings.Join(path, "."), fmt.Sprintf(format, args...))
+}
+
+var knownSubprotocols = []string{"graphql-transport-ws", "graphql-ws"}
+
+var classNames = []string{"transient", "auth", "misconfiguration", "bridge_fault"}
+
+func (c *Config) validate() error {
+	s := &c.Server
+	if s.GRPCAddress == "" {
+		s.GRPCAddress = "127.0.0.1:50051"
+	}
+	if s.AdminAddress == "" {
+		s.AdminAddress = "127.0.0.1:9090"
+	}
+	if s.DrainGrace == 0 {
+		s.DrainGrace = 10 * time.Second
+	}
+	if s.DrainGrace < 0 {
+		return c.errorf([]string{"server", "drain_grace"}, "must not be negative")
+	}
+	if len(c.Upstreams) == 0 {
+		return c.errorf([]string{"upstreams"}, "at least one upstream is required, e.g.\n  upstreams:\n    orders:\n      url: wss://orders.internal/graphql")
+	}
+	for name, u := range c.Upstreams {
+		p := func(k ...string) []string { return append([]string{"upstreams", name}, k...) }
+		if u == nil {
+			return c.errorf(p(), "is empty: an upstream needs at least a url")
+		}
+		if name == "" {
+			return c.errorf(p(), "upstream names must not be empty")
+		}
+		if u.URL == "" {
+			return c.errorf(p(), "url is required (ws:// or wss://)")
+		}
+		pu, err := url.Parse(u.URL)
+		if err != nil || (pu.Scheme != "ws" && pu.Scheme != "wss") || pu.Host == "" {
+			return c.errorf(p("url"), "must be a ws:// or wss:// URL with a host")
+		}
+		for _, sp := range u.Subprotocols {
+			if !slices.Contains(knownSubprotocols, sp) {
+				return c.errorf(p("subprotocols"), "unknown subprotocol %q (allowed: %s; these are wire names)", sp, strings.Join(knownSubprotocols, ", "))
+			}
+		}
+		if u.FallbackSubprotocol != "" && !slices.Contains(knownSubprotocols, u.FallbackSubprotocol) {
+			return c.errorf(p("fallback_subprotocol"), "unknown subprotocol %q (allowed: %s)", u.FallbackSubprotocol, strings.Join(knownSubprotocols, ", "))
+		}
+		if t := u.Token; t != nil {
+			n := 0
+			for _, v := range []string{t.Value, t.Env, t.File} {
+				if v != "" {
+					n++
+				}
+			}
+			if n != 1 {
+				return c.errorf(p("token"), "name exactly one source: value, env or file")
+			}
+		}
+		for code, class := range u.CloseCodes {
+			if code < 1000 || code > 4999 {
+				return c.errorf(p("close_codes"), "%d is not a WebSocket close code (1000-4999)", code)
+			}
+			if !slices.Contains(classNames, class) {
+				return c.errorf(p("close_codes"), "code %d: unknown class %q (allowed: %s)", code, class, strings.Join(classNames, ", "))
+			}
+		}
+		switch u.Queue.Policy {
+		case "":
+			u.Queue.Policy = "drop_oldest"
+		case "drop_oldest", "fail":
+		default:
+			return c.errorf(p("queue", "policy"), "unknown policy %q (allowed: drop_oldest, fail)", u.Queue.Policy)
+		}
+		if u.Queue.Size < 0 {
+			return c.errorf(p("queue", "size"), "must be positive")
+		}
+		if u.Retry.Multiplier != 0 && u.Retry.Multiplier < 1 {
+			return c.errorf(p("retry", "multiplier"), "must be at least 1")
+		}
+		for k, d := range map[string]time.Duration{"initial": u.Retry.Initial, "max": u.Retry.Max, "max_elapsed": u.Retry.MaxElapsed, "stable_after": u.Retry.StableAfter} {
+			if d < 0 {
+				return c.errorf(p("retry", k), "must not be negative")
+			}
+		}
+		if u.Dedup == nil {
+			t := true
+			u.Dedup = &t
+		}
+	}
+	return nil
+}
+
+// Names returns the upstream names, sorted.
+func (c *Config) Names() []string {
+	names := make([]string, 0, len(c.Upstreams))
+	for n := range c.Upstreams {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// ClassOverrides returns close_codes as code → class name.
+func (u *Upstream) ClassOverrides() map[int]string { return u.CloseCodes }
+
+// String describes a token source without its secret.
+func (t *Token) String() string {
+	switch {
+	case t == nil:
+		return "none"
+	case t.Value != "":
+		return "value (" + strconv.Itoa(len(t.Value)) + " bytes)"
+	case t.Env != "":
+		return "env " + t.Env
+	case t.File != "":
+		return "file " + t.File
+	}
+	return "none"
+}
