@@ -3,8 +3,8 @@ package session
 import (
 	"encoding/json"
 	"strings"
-	"unicode/utf8"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestDecodeEnvelope(t *testing.T) {

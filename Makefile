@@ -1,0 +1,87 @@
+# gqlbridge: the one entry point for generating, linting, testing, running
+# and benchmarking. Tools are pinned and installed into .tmp/bin on first use.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+.DEFAULT_GOAL := help
+
+BIN := $(abspath .tmp/bin)
+export PATH := $(BIN):$(PATH)
+
+BUF_VERSION := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+STATICCHECK_VERSION := v0.8.2
+
+GRPC_ADDRESS ?= 127.0.0.1:50051
+DEMO_ADDRESS ?= 127.0.0.1:8080
+FUZZTIME ?= 30s
+
+.PHONY: help
+help: ## Describe the targets
+	@echo "Usage: make TARGET"
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## Build and run the demo upstream and the bridge (examples/demo.yaml); Ctrl-C stops both
+	go build -o .tmp/demo-upstream ./cmd/demo-upstream
+	go build -o .tmp/bridge ./cmd/bridge
+	trap 'kill 0' EXIT; \
+	.tmp/demo-upstream --addr $(DEMO_ADDRESS) --token demo-token & \
+	.tmp/bridge serve --config examples/demo.yaml
+
+.PHONY: test
+test: peers ## Run every test with the race detector (installs the Node test peers first)
+	go test -race -count=1 ./...
+
+.PHONY: peers
+peers: testpeers/node/node_modules/.package-lock.json ## Install the Node test peers from the committed lock file
+
+testpeers/node/node_modules/.package-lock.json: testpeers/node/package-lock.json testpeers/node/package.json
+	cd testpeers/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: bench
+bench: ## Run the Go benchmarks of the codec, the session and the bridge
+	go test -run '^$$' -bench . -benchmem ./session/ ./bridge/
+
+.PHONY: fuzz
+fuzz: ## Fuzz the wire decoder for FUZZTIME (default 30s)
+	go test -run '^$$' -fuzz FuzzDecodeEnvelope -fuzztime $(FUZZTIME) ./session/
+
+.PHONY: generate
+generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Regenerate gen/ from proto/ and tidy go.mod
+	rm -rf gen
+	buf generate
+	go mod tidy
+
+.PHONY: checkgenerate
+checkgenerate: generate ## Fail when generated code or go.mod are not what generate makes
+	@if [ -n "$$(git status --porcelain -- gen go.mod go.sum)" ]; then \
+		git status --porcelain -- gen go.mod go.sum; echo "generated code is stale: run make generate and commit"; exit 1; fi
+
+.PHONY: lint
+lint: $(BIN)/buf $(BIN)/staticcheck ## Vet, staticcheck, gofmt, buf lint and buf format
+	go vet ./...
+	staticcheck ./...
+	@unformatted="$$(git ls-files '*.go' | grep -v '^gen/' | xargs gofmt -l)"; \
+		if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	buf lint
+	buf format -d --exit-code
+
+$(BIN)/buf:
+	GOBIN=$(BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+$(BIN)/protoc-gen-go:
+	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+$(BIN)/protoc-gen-go-grpc:
+	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+$(BIN)/staticcheck:
+	GOBIN=$(BIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+.PHONY: clean
+clean: ## Remove built binaries and installed tools
+	rm -rf .tmp testpeers/node/node_modules
