@@ -71,9 +71,9 @@ type Config struct {
 type Server struct {
 	bridgev1.UnimplementedSubscriptionServiceServer
 
-	cfg      Config
-	pools    map[string]*upstreamPool
-	log      *slog.Logger
+	cfg     Config
+	pools   map[string]*upstreamPool
+	log     *slog.Logger
 	total   atomic.Int64
 	drained chan struct{} // closed when open streams must end
 	once    sync.Once
