@@ -1,7 +1,9 @@
-// Package credential obtains the tokens the bridge presents to upstreams:
-// from a literal value, an environment variable, or a file that is read on
-// every request (Kubernetes rotates projected tokens in place). It never logs
-// a token and never puts one in an error.
+// Package credential obtains the tokens the bridge presents to upstreams: a
+// literal value, an environment variable, a file read on every request
+// (Kubernetes rotates projected tokens in place), a command, the OAuth 2.0
+// client-credentials grant, or a TokenService called over gRPC. [Cache]
+// collapses concurrent refreshes and knows expiries (from the source or a
+// JWT's exp). It never logs a token and never puts one in an error.
 package credential
 
 import (
@@ -18,8 +20,14 @@ type Request struct {
 	Upstream string
 	// Refresh is set when the upstream rejected the previous token.
 	Refresh bool
-	// CloseCode is the rejection's close code or HTTP status, with Refresh.
-	CloseCode int
+	// Expiring is set when the current token is about to expire.
+	Expiring bool
+	// CloseCode and CloseReason describe the rejection, with Refresh.
+	CloseCode   int
+	CloseReason string
+	// Identity is an opaque, stable identity of the caller whose credential
+	// is needed (forwarded credentials); empty otherwise.
+	Identity string
 }
 
 // Token is a credential and, when known, its expiry.
@@ -37,7 +45,9 @@ type Source interface {
 type Value string
 
 // Token returns the value.
-func (v Value) Token(context.Context, Request) (Token, error) { return Token{Value: string(v)}, nil }
+func (v Value) Token(context.Context, Request) (Token, error) {
+	return Token{Value: string(v), Expiry: jwtExpiry(string(v))}, nil
+}
 
 // Env reads the token from an environment variable on every request.
 type Env string
@@ -48,7 +58,7 @@ func (e Env) Token(context.Context, Request) (Token, error) {
 	if !ok || v == "" {
 		return Token{}, fmt.Errorf("credential: environment variable %s is not set", string(e))
 	}
-	return Token{Value: v}, nil
+	return Token{Value: v, Expiry: jwtExpiry(v)}, nil
 }
 
 // File reads the token from a file on every request, trimming surrounding
@@ -69,5 +79,5 @@ func (f File) Token(context.Context, Request) (Token, error) {
 	if v == "" {
 		return Token{}, fmt.Errorf("credential: token file %s is empty", string(f))
 	}
-	return Token{Value: v}, nil
+	return Token{Value: v, Expiry: jwtExpiry(v)}, nil
 }
