@@ -49,6 +49,11 @@ type Config struct {
 	// KeepAliveTimeout is how long a probe may go unanswered before the
 	// connection counts as dead. Default 10s.
 	KeepAliveTimeout time.Duration
+	// RotateBefore is how long before a credential's known expiry
+	// (Handshake.Expiry) the connection moves to a fresh credential,
+	// make-before-break. At most half the credential's remaining lifetime is
+	// used. Default 1m.
+	RotateBefore time.Duration
 	// WriteTimeout bounds one frame write. Default 10s.
 	WriteTimeout time.Duration
 	// MaxMessageBytes limits one inbound message. Default 16 MiB.
@@ -75,6 +80,9 @@ type Handshake struct {
 	// InitPayload is the connection_init payload, a JSON object; nil sends
 	// none.
 	InitPayload json.RawMessage
+	// Expiry is when the credential expires, if known: the connection
+	// rotates to a fresh one before then (see Config.RotateBefore).
+	Expiry time.Time
 }
 
 // Attempt tells [Config.Handshake] about the attempt it prepares.
@@ -82,8 +90,12 @@ type Attempt struct {
 	// Number counts attempts since the connection was last healthy, from 1.
 	Number int
 	// Refresh is set when the upstream rejected the previous credential:
-	// return a fresh one.
+	// return a fresh one, or an error wrapping ErrCannotRefresh when none
+	// can be had (the rejection then ends the connection).
 	Refresh bool
+	// Expiring is set when the credential is about to expire and the
+	// connection is being rotated: return a fresh one.
+	Expiring bool
 	// Cause is why the previous connection ended; nil on the first attempt.
 	Cause *Error
 }
@@ -121,6 +133,7 @@ type StateChange struct {
 	Cause       *Error        // with StateBackoff and StateClosed: why
 	Delay       time.Duration // with StateBackoff
 	AckLatency  time.Duration // with StateReady: dial start to connection_ack
+	Rotated     bool          // with StateReady: moved to a fresh credential, make-before-break
 }
 
 // Request is the GraphQL operation to run.
@@ -253,6 +266,7 @@ func (cfg *Config) normalize() error {
 	def(&cfg.KeepAlive, 15*time.Second)
 	def(&cfg.KeepAliveTimeout, 10*time.Second)
 	def(&cfg.WriteTimeout, 10*time.Second)
+	def(&cfg.RotateBefore, time.Minute)
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = 16 << 20
 	}
@@ -307,7 +321,7 @@ func (c *Conn) Subscribe(req Request, h Handler) (*Operation, error) {
 	l := c.link
 	var frame []byte
 	if l != nil {
-		frame = c.assignLocked(op, l)
+		frame = c.assignLocked(op, l, false)
 	}
 	c.mu.Unlock()
 	if frame != nil {
@@ -318,16 +332,20 @@ func (c *Conn) Subscribe(req Request, h Handler) (*Operation, error) {
 
 // assignLocked gives op a fresh wire id on l, reports Subscribed or
 // Resubscribed, and returns the frame that starts it.
-func (c *Conn) assignLocked(op *Operation, l *link) []byte {
+// A silent move (credential rotation) reports nothing: for the operation,
+// nothing happened.
+func (c *Conn) assignLocked(op *Operation, l *link, silent bool) []byte {
 	c.nextID++
 	op.id = strconv.FormatUint(c.nextID, 10)
 	c.ops[op.id] = op
-	ev := Event{Kind: Subscribed}
-	if op.subscribed {
-		ev = Event{Kind: Resubscribed, Attempt: l.attempt}
+	if !silent || !op.subscribed {
+		ev := Event{Kind: Subscribed}
+		if op.subscribed {
+			ev = Event{Kind: Resubscribed, Attempt: l.attempt}
+		}
+		op.subscribed = true
+		op.event(ev)
 	}
-	op.subscribed = true
-	op.event(ev)
 	return appendMessage(nil, l.proto.subscribe, op.id, op.payload)
 }
 
@@ -423,6 +441,10 @@ func (c *Conn) run() {
 			c.terminate(nil)
 			return
 		}
+		if e.final {
+			c.terminate(e)
+			return
+		}
 		refreshd, refresh = refresh, false
 		healthy := !e.BeforeAck && c.retrier.healthy(uptime)
 		if e.Class == ClassAuth {
@@ -492,49 +514,28 @@ func (c *Conn) terminate(e *Error) {
 }
 
 // attempt makes one connection and serves it until it ends. It returns how
-// long the connection was acknowledged and why it ended.
+// long the connection was acknowledged and why it ended. A credential
+// rotation hands the operations to a successor socket without ending the
+// attempt.
 func (c *Conn) attempt(a Attempt) (time.Duration, *Error) {
 	start := time.Now()
-	var hs Handshake
-	if c.cfg.Handshake != nil {
-		var err error
-		hs, err = c.cfg.Handshake(c.ctx, a)
-		if err != nil {
-			return 0, &Error{Class: ClassTransient, Reason: "credential: " + err.Error(), BeforeAck: true, Err: err}
-		}
-	}
-	l, e := c.dial(hs)
+	l, hs, e := c.connect(c.ctx, a)
 	if e != nil {
 		return 0, e
 	}
-	l.attempt = a.Number
-	defer l.finish()
-
-	// Reader first: control frames and the ack arrive on the read path.
-	ackTimer := time.AfterFunc(c.cfg.AckTimeout, func() {
-		l.fail(&Error{Class: ClassTransient, Code: CodeAckTimeout, Reason: "connection acknowledgement timeout", BeforeAck: true},
-			CodeAckTimeout, "Connection acknowledgement timeout")
-	})
-	defer ackTimer.Stop()
-	if err := l.write(appendMessage(nil, msgConnectionInit, "", hs.InitPayload)); err != nil {
-		return 0, l.outcome(err, false)
-	}
-	if err := c.awaitAck(l); err != nil {
-		return 0, l.outcome(err, false)
-	}
-	ackTimer.Stop()
 	acked := time.Now()
 
 	c.mu.Lock()
 	if c.state == StateClosed || c.closing() {
 		c.mu.Unlock()
+		l.finish()
 		return 0, &Error{Class: ClassTransient, Reason: "closed"}
 	}
 	c.link = l
 	c.state = StateReady
 	frames := make([][]byte, 0, len(c.live))
 	for op := range c.live {
-		frames = append(frames, c.assignLocked(op, l))
+		frames = append(frames, c.assignLocked(op, l, false))
 	}
 	c.mu.Unlock()
 	if c.cfg.OnState != nil {
@@ -543,24 +544,128 @@ func (c *Conn) attempt(a Attempt) (time.Duration, *Error) {
 	if len(frames) > 0 {
 		l.goSend(frames)
 	}
+	c.activate(l, hs)
+	for {
+		err := c.serve(l)
+		next := l.successor()
+		if next == nil {
+			c.mu.Lock()
+			if c.link == l {
+				c.link = nil
+				for id, op := range c.ops {
+					op.id = ""
+					delete(c.ops, id)
+				}
+			}
+			c.mu.Unlock()
+			l.finish()
+			return time.Since(acked), l.outcome(err, true)
+		}
+		l.finish()
+		l = next
+	}
+}
+
+// connect dials and completes the handshake: one socket, acknowledged.
+func (c *Conn) connect(ctx context.Context, a Attempt) (*link, Handshake, *Error) {
+	var hs Handshake
+	if c.cfg.Handshake != nil {
+		var err error
+		hs, err = c.cfg.Handshake(ctx, a)
+		if err != nil {
+			e := &Error{Class: ClassTransient, Reason: "credential: " + err.Error(), BeforeAck: true, Err: err}
+			if errors.Is(err, ErrCannotRefresh) && a.Cause != nil {
+				// The rejected credential cannot be replaced: the
+				// rejection is the outcome.
+				e = a.Cause
+				e.final = true
+			}
+			return nil, hs, e
+		}
+	}
+	l, e := c.dial(ctx, hs)
+	if e != nil {
+		return nil, hs, e
+	}
+	l.attempt = a.Number
+	// A socket still handshaking is closed when ctx ends (Close, or the
+	// retirement of the socket a rotation started from).
+	stop := context.AfterFunc(ctx, func() { _ = l.ws.CloseNow() })
+	defer stop()
+	ackTimer := time.AfterFunc(c.cfg.AckTimeout, func() {
+		l.fail(&Error{Class: ClassTransient, Code: CodeAckTimeout, Reason: "connection acknowledgement timeout", BeforeAck: true},
+			CodeAckTimeout, "Connection acknowledgement timeout")
+	})
+	defer ackTimer.Stop()
+	err := l.write(appendMessage(nil, msgConnectionInit, "", hs.InitPayload))
+	if err == nil {
+		err = c.awaitAck(l)
+	}
+	if err != nil {
+		l.finish()
+		return nil, hs, l.outcome(err, false)
+	}
+	return l, hs, nil
+}
+
+// activate starts what an acknowledged socket needs: keep-alive, and the
+// rotation timer when the credential's expiry is known.
+func (c *Conn) activate(l *link, hs Handshake) {
 	if c.cfg.KeepAlive > 0 {
 		l.startKeepAlive(c.cfg.KeepAlive, c.cfg.KeepAliveTimeout)
 	}
-	err := c.serve(l)
+	if hs.Expiry.IsZero() || c.cfg.Handshake == nil {
+		return
+	}
+	left := time.Until(hs.Expiry)
+	lead := min(c.cfg.RotateBefore, left/2)
+	l.after(max(left-lead, time.Second), func() { c.rotate(l) })
+}
 
+// rotate moves every operation of old to a new socket opened with a fresh
+// credential, make-before-break: the new socket is acknowledged and the
+// operations subscribed there before old is closed, so subscriptions outlive
+// their tokens without a reconnect. If anything fails, old stays in service
+// and the ordinary reconnect path takes over when the upstream ends it.
+func (c *Conn) rotate(old *link) {
+	nl, hs, e := c.connect(old.ctx, Attempt{Number: 1, Expiring: true})
+	if e != nil {
+		if old.ctx.Err() == nil {
+			c.cfg.Logger.Warn("credential rotation failed; keeping the current connection", "url", c.cfg.URL, "error", e.Error())
+		}
+		return
+	}
 	c.mu.Lock()
-	c.link = nil
-	for id, op := range c.ops {
-		op.id = ""
+	if c.link != old || c.closing() {
+		c.mu.Unlock()
+		nl.finish()
+		return
+	}
+	c.link = nl
+	frames := make([][]byte, 0, len(c.ops))
+	stops := make([][]byte, 0, len(c.ops))
+	for id := range c.ops {
 		delete(c.ops, id)
+		stops = append(stops, appendMessage(nil, old.proto.stop, id, nil))
+	}
+	for op := range c.live {
+		frames = append(frames, c.assignLocked(op, nl, true))
 	}
 	c.mu.Unlock()
-	return time.Since(acked), l.outcome(err, true)
+	if c.cfg.OnState != nil {
+		c.cfg.OnState(StateChange{State: StateReady, Subprotocol: nl.proto.name, Attempt: 1, Rotated: true})
+	}
+	nl.goSend(frames)
+	c.activate(nl, hs)
+	for _, f := range stops {
+		old.send(f)
+	}
+	old.retire(nl)
 }
 
 // dial opens the socket and settles the subprotocol.
-func (c *Conn) dial(hs Handshake) (*link, *Error) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout)
+func (c *Conn) dial(parent context.Context, hs Handshake) (*link, *Error) {
+	ctx, cancel := context.WithTimeout(parent, c.cfg.DialTimeout)
 	defer cancel()
 	ws, resp, err := websocket.Dial(ctx, c.cfg.URL, &websocket.DialOptions{
 		HTTPClient:      c.cfg.HTTPClient,

@@ -77,6 +77,8 @@ type Error struct {
 	Attempts int
 	// Err is the underlying cause, if any.
 	Err error
+
+	final bool // ends the connection whatever its class
 }
 
 func (e *Error) Error() string {
@@ -119,6 +121,9 @@ func (e *GraphQLError) Error() string { return "upstream GraphQL error: " + stri
 var (
 	// ErrClosed is the outcome of operations on a Conn closed by its owner.
 	ErrClosed = errors.New("session: connection closed")
+	// ErrCannotRefresh is returned (wrapped) by a Handshake asked for a
+	// fresh credential it cannot produce, such as a caller's forwarded one.
+	ErrCannotRefresh = errors.New("session: the credential cannot be refreshed")
 	// ErrNoSubprotocol means the upstream agreed to none of the offered
 	// subprotocols and no fallback is configured.
 	ErrNoSubprotocol = errors.New("session: no subprotocol agreed")

@@ -23,15 +23,22 @@ type link struct {
 	frames  atomic.Uint64 // inbound frames, for keep-alive
 	stop    chan struct{} // closed by finish
 	unwatch func() bool   // stops watching the Conn's context
+	// ctx ends when the link is finished or the Conn closes: work started
+	// on behalf of the link (a rotation) stops with it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	failure *Error // why the session itself ended the socket; first wins
 	ended   bool
+	next    *link // the successor after a credential rotation
+	timers  []*time.Timer
 	wg      sync.WaitGroup
 }
 
 func newLink(c *Conn, ws *websocket.Conn, p *protocol) *link {
 	l := &link{c: c, ws: ws, proto: p, stop: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(c.ctx)
 	l.unwatch = context.AfterFunc(c.ctx, func() {
 		c.mu.Lock()
 		code := c.closeCode
@@ -155,12 +162,48 @@ func (l *link) shutdown(code int) {
 // finish releases the socket and joins every goroutine of the link.
 func (l *link) finish() {
 	l.unwatch()
+	l.cancel()
 	l.mu.Lock()
 	l.ended = true
+	for _, t := range l.timers {
+		t.Stop()
+	}
 	l.mu.Unlock()
 	close(l.stop)
 	_ = l.ws.CloseNow()
 	l.wg.Wait()
+}
+
+// after runs f on a goroutine of the link after d, unless the link ended.
+func (l *link) after(d time.Duration, f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.timers = append(l.timers, time.AfterFunc(d, func() {
+		l.mu.Lock()
+		if l.ended {
+			l.mu.Unlock()
+			return
+		}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		defer l.wg.Done()
+		f()
+	}))
+}
+
+// retire closes a socket whose operations moved to next.
+func (l *link) retire(next *link) {
+	l.mu.Lock()
+	l.next = next
+	l.mu.Unlock()
+	l.fail(&Error{Class: ClassTransient, Code: CodeNormal, Reason: "credential rotated"}, CodeNormal, "credential rotated")
+}
+
+// successor is the socket that took over after a rotation, or nil.
+func (l *link) successor() *link {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.next
 }
 
 // write sends one frame, bounded by the write timeout.
