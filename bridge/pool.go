@@ -16,6 +16,12 @@ type pooledConn struct {
 	ops  int // operations the pool placed here and not yet removed
 	idle *time.Timer
 	gone bool // removed from the pool
+
+	// For the status page; guarded by the pool's mu.
+	state       string
+	subprotocol string
+	since       time.Time
+	attempt     int
 }
 
 // upstreamPool holds the connections and shared operations of one upstream.
@@ -29,7 +35,8 @@ type upstreamPool struct {
 	conns    map[string][]*pooledConn // by credential identity
 	shared   map[string]*fanout       // by dedup key
 	shutdown bool
-	reserved int            // streams counted against Upstream.MaxSubscriptions
+	events   []ConnEvent    // recent connection events, newest last
+	reserved int            // open streams on this upstream
 	closing  sync.WaitGroup // idle closes under way
 }
 
@@ -108,8 +115,11 @@ func (p *upstreamPool) pickLocked(identity string) (*pooledConn, error) {
 		}
 		userHook := cfg.OnState
 		prev := ""
+		pick = &pooledConn{state: session.StateConnecting.String(), since: time.Now()}
+		pc := pick
 		cfg.OnState = func(sc session.StateChange) {
 			p.logState(sc)
+			p.record(pc, sc)
 			p.metrics.connState(p.name, sc)
 			next := sc.State.String()
 			if sc.State == session.StateClosed {
@@ -127,7 +137,7 @@ func (p *upstreamPool) pickLocked(identity string) (*pooledConn, error) {
 		if err != nil {
 			return nil, err
 		}
-		pick = &pooledConn{c: c}
+		pick.c = c
 		p.conns[identity] = append(p.conns[identity], pick)
 	}
 	pick.ops++
@@ -207,17 +217,57 @@ func (p *upstreamPool) close(code int) {
 	p.closing.Wait()
 }
 
-// stats reports connections and operations for the status page and tests.
-func (p *upstreamPool) stats() (conns, ops, shared int) {
+// snapshot describes the pool for the status page and tests.
+func (p *upstreamPool) snapshot() UpstreamSnapshot {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	s := UpstreamSnapshot{Name: p.name, URL: redactURL(p.up.Session.URL), Shared: len(p.shared),
+		Subscriptions: p.reserved, Events: append([]ConnEvent(nil), p.events...)}
 	for _, list := range p.conns {
-		conns += len(list)
 		for _, pc := range list {
-			ops += pc.ops
+			s.Connections = append(s.Connections, ConnSnapshot{State: pc.state, Subprotocol: pc.subprotocol,
+				Operations: pc.ops, Since: pc.since, Attempt: pc.attempt})
+			s.Operations += pc.ops
 		}
 	}
-	return conns, ops, len(p.shared)
+	return s
+}
+
+// maxEvents bounds the recent connection events kept per upstream.
+const maxEvents = 50
+
+// record keeps the state of pc and notable events for the status page.
+func (p *upstreamPool) record(pc *pooledConn, sc session.StateChange) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pc.state, pc.since, pc.attempt = sc.State.String(), now, sc.Attempt
+	if sc.Subprotocol != "" {
+		pc.subprotocol = sc.Subprotocol
+	}
+	ev := ConnEvent{At: now}
+	switch {
+	case sc.State == session.StateReady && sc.Rotated:
+		ev.Kind = "rotated"
+	case sc.State == session.StateBackoff:
+		ev.Kind = "reconnect"
+		if sc.Cause.Class == session.ClassAuth {
+			ev.Kind = "refresh"
+		}
+	case sc.State == session.StateClosed && sc.Cause != nil:
+		ev.Kind = "failed"
+	default:
+		return
+	}
+	if c := sc.Cause; c != nil {
+		ev.Code, ev.Reason, ev.Class, ev.HTTPStatus = c.Code, c.Reason, c.Class.String(), c.HTTPStatus
+	}
+	ev.Attempt = sc.Attempt
+	if len(p.events) == maxEvents {
+		copy(p.events, p.events[1:])
+		p.events = p.events[:maxEvents-1]
+	}
+	p.events = append(p.events, ev)
 }
 
 // logState writes one line per connection state change, never per event.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -224,14 +225,11 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 	}
 }
 
-// reserve counts a stream against the upstream's cap.
+// reserve counts a stream on the upstream, against its cap if it has one.
 func (p *upstreamPool) reserve() (func(), error) {
-	if p.up.MaxSubscriptions <= 0 {
-		return func() {}, nil
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.reserved >= p.up.MaxSubscriptions {
+	if p.up.MaxSubscriptions > 0 && p.reserved >= p.up.MaxSubscriptions {
 		return nil, &RequestError{Code: codes.ResourceExhausted, Reason: ReasonLimitReached,
 			Msg: fmt.Sprintf("upstream %q serves at most %d subscriptions on this replica; retry later", p.name, p.up.MaxSubscriptions)}
 	}
@@ -365,17 +363,79 @@ func (s *Server) Close() {
 	wg.Wait()
 }
 
-// UpstreamStats describes one upstream's pool.
+// Snapshot describes the service for operators: every upstream, its
+// connections and their states, operations, subscribers and recent
+// connection events. It holds no credential.
+type Snapshot struct {
+	Upstreams []UpstreamSnapshot
+	Draining  bool
+}
+
+// UpstreamSnapshot describes one upstream's pool.
+type UpstreamSnapshot struct {
+	Name string
+	// URL is the upstream's URL without user info or query.
+	URL           string
+	Connections   []ConnSnapshot
+	Operations    int // upstream operations placed on connections
+	Shared        int // operations shared by deduplication
+	Subscriptions int // open Subscribe streams
+	Events        []ConnEvent
+}
+
+// ConnSnapshot describes one upstream connection.
+type ConnSnapshot struct {
+	State       string // connecting, ready, backoff, closed
+	Subprotocol string
+	Operations  int
+	Since       time.Time // when it entered State
+	Attempt     int
+}
+
+// ConnEvent is a notable connection event: a reconnect (with the close code
+// that caused it), a credential refresh, a rotation, a terminal failure.
+type ConnEvent struct {
+	At         time.Time
+	Kind       string // reconnect, refresh, rotated, failed
+	Code       int
+	HTTPStatus int
+	Reason     string
+	Class      string
+	Attempt    int
+}
+
+// Snapshot reports the state of every upstream, sorted by name.
+func (s *Server) Snapshot() Snapshot {
+	s.mu.Lock()
+	snap := Snapshot{Draining: s.draining}
+	s.mu.Unlock()
+	for _, name := range slices.Sorted(maps.Keys(s.pools)) {
+		snap.Upstreams = append(snap.Upstreams, s.pools[name].snapshot())
+	}
+	return snap
+}
+
+// redactURL drops user info, query and fragment, where credentials hide.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid url)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
+}
+
+// UpstreamStats counts one upstream's pool.
 type UpstreamStats struct {
 	Connections, Operations, Shared int
 }
 
-// Stats reports each upstream's pool.
+// Stats counts each upstream's connections and operations.
 func (s *Server) Stats() map[string]UpstreamStats {
 	out := make(map[string]UpstreamStats, len(s.pools))
 	for name, p := range s.pools {
-		c, o, sh := p.stats()
-		out[name] = UpstreamStats{Connections: c, Operations: o, Shared: sh}
+		snap := p.snapshot()
+		out[name] = UpstreamStats{Connections: len(snap.Connections), Operations: snap.Operations, Shared: snap.Shared}
 	}
 	return out
 }
