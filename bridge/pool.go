@@ -274,6 +274,10 @@ func (p *upstreamPool) record(pc *pooledConn, sc session.StateChange) {
 func (p *upstreamPool) logState(sc session.StateChange) {
 	switch sc.State {
 	case session.StateReady:
+		if sc.Rotated {
+			p.log.Info("upstream connection rotated to a fresh credential", "subprotocol", sc.Subprotocol)
+			return
+		}
 		p.log.Info("upstream connection ready", "subprotocol", sc.Subprotocol, "attempt", sc.Attempt, "ack_latency", sc.AckLatency)
 	case session.StateBackoff:
 		p.log.Warn("upstream connection lost, reconnecting", "close_code", sc.Cause.Code, "close_reason", sc.Cause.Reason,

@@ -44,6 +44,43 @@ type Server struct {
 	MaxQueryBytes int `yaml:"max_query_bytes"`
 	// MaxVariablesBytes bounds a request's variables+extensions JSON. Default 65536.
 	MaxVariablesBytes int `yaml:"max_variables_bytes"`
+	// TLS serves gRPC over TLS; with client_ca_file, callers must present a
+	// client certificate signed by that CA (mutual TLS). Default plaintext.
+	TLS *ServerTLS `yaml:"tls"`
+	// Callers, when set, requires every caller to authenticate and limits
+	// each to its upstreams. Default: anyone who can reach the port.
+	Callers map[string]*Caller `yaml:"callers"`
+	// Pprof mounts /debug/pprof/ on the admin server. Default false.
+	Pprof bool `yaml:"pprof"`
+}
+
+// ServerTLS configures the gRPC listener's TLS.
+type ServerTLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Caller is one client of the bridge.
+type Caller struct {
+	// TokenFile or TokenEnv holds the bearer token the caller presents in
+	// the authorization metadata.
+	TokenFile string `yaml:"token_file"`
+	TokenEnv  string `yaml:"token_env"`
+	// Subject matches the caller's client certificate (Common Name, DNS SAN
+	// or URI SAN such as a SPIFFE ID), with mutual TLS.
+	Subject string `yaml:"subject"`
+	// Upstreams the caller may name; ["*"] allows all. Required.
+	Upstreams []string `yaml:"upstreams"`
+}
+
+// UpstreamTLS configures wss:// connections.
+type UpstreamTLS struct {
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
 }
 
 // Upstream is one upstream GraphQL server.
@@ -62,6 +99,8 @@ type Upstream struct {
 	ConnectionParams map[string]any `yaml:"connection_params"`
 	// Headers are added to the upgrade request, with the same substitution.
 	Headers map[string]string `yaml:"headers"`
+	// TLS configures wss:// (custom CA, client certificate, server name).
+	TLS *UpstreamTLS `yaml:"tls"`
 
 	DialTimeout      time.Duration `yaml:"dial_timeout"`       // default 10s
 	AckTimeout       time.Duration `yaml:"ack_timeout"`        // default 10s
@@ -89,7 +128,41 @@ type Upstream struct {
 type Token struct {
 	Value string `yaml:"value"`
 	Env   string `yaml:"env"`
-	File  string `yaml:"file"`
+	// File is read on every connection (rotated files are picked up).
+	File string `yaml:"file"`
+	// Command runs for every token: it prints the token, or JSON
+	// {"token","expires_at"}.
+	Command        []string      `yaml:"command"`
+	CommandTimeout time.Duration `yaml:"command_timeout"` // default 10s
+	// OAuth2 uses the client-credentials grant.
+	OAuth2 *OAuth2 `yaml:"oauth2"`
+	// Callback calls a TokenService (graphqlbridge.v1) over gRPC.
+	Callback *Callback `yaml:"callback"`
+	// Forward takes each caller's own credential from this gRPC metadata
+	// key (for example authorization); connections are then kept per
+	// caller identity, and a rejection ends the caller's stream.
+	Forward string `yaml:"forward"`
+	// RotateBefore moves connections to a fresh token this long before a
+	// known expiry (JWT exp or the source's). Default 1m.
+	RotateBefore time.Duration `yaml:"rotate_before"`
+}
+
+// OAuth2 is the client-credentials grant.
+type OAuth2 struct {
+	TokenURL         string            `yaml:"token_url"`
+	ClientID         string            `yaml:"client_id"`
+	ClientSecret     string            `yaml:"client_secret"`
+	ClientSecretFile string            `yaml:"client_secret_file"`
+	Scopes           []string          `yaml:"scopes"`
+	Params           map[string]string `yaml:"params"`
+}
+
+// Callback is a TokenService reached over gRPC (plaintext inside the
+// cluster unless ca_file is set).
+type Callback struct {
+	Target  string        `yaml:"target"`
+	Timeout time.Duration `yaml:"timeout"` // default 10s
+	CAFile  string        `yaml:"ca_file"`
 }
 
 // Retry is the reconnect budget.
@@ -227,6 +300,26 @@ func (c *Config) validate() error {
 	if s.DrainGrace < 0 {
 		return c.errorf([]string{"server", "drain_grace"}, "must not be negative")
 	}
+	if t := s.TLS; t != nil && (t.CertFile == "" || t.KeyFile == "") {
+		return c.errorf([]string{"server", "tls"}, "cert_file and key_file are required")
+	}
+	for name, cl := range s.Callers {
+		p := []string{"server", "callers", name}
+		if cl == nil || len(cl.Upstreams) == 0 {
+			return c.errorf(p, "upstreams is required: the upstreams this caller may name, or [\"*\"]")
+		}
+		if cl.TokenFile == "" && cl.TokenEnv == "" && cl.Subject == "" {
+			return c.errorf(p, "needs token_file, token_env or subject (client certificate)")
+		}
+		if cl.Subject != "" && (s.TLS == nil || s.TLS.ClientCAFile == "") {
+			return c.errorf(append(p, "subject"), "client certificates need server.tls.client_ca_file")
+		}
+		for _, up := range cl.Upstreams {
+			if _, ok := c.Upstreams[up]; !ok && up != "*" {
+				return c.errorf(append(p, "upstreams"), "unknown upstream %q", up)
+			}
+		}
+	}
 	if len(c.Upstreams) == 0 {
 		return c.errorf([]string{"upstreams"}, "at least one upstream is required, e.g.\n  upstreams:\n    orders:\n      url: wss://orders.internal/graphql")
 	}
@@ -255,14 +348,25 @@ func (c *Config) validate() error {
 		}
 		if t := u.Token; t != nil {
 			n := 0
-			for _, v := range []string{t.Value, t.Env, t.File} {
-				if v != "" {
+			for _, set := range []bool{t.Value != "", t.Env != "", t.File != "", len(t.Command) > 0, t.OAuth2 != nil, t.Callback != nil, t.Forward != ""} {
+				if set {
 					n++
 				}
 			}
 			if n != 1 {
-				return c.errorf(p("token"), "name exactly one source: value, env or file")
+				return c.errorf(p("token"), "name exactly one source: value, env, file, command, oauth2, callback or forward")
 			}
+			if o := t.OAuth2; o != nil {
+				if o.TokenURL == "" || o.ClientID == "" || (o.ClientSecret == "") == (o.ClientSecretFile == "") {
+					return c.errorf(p("token", "oauth2"), "needs token_url, client_id, and one of client_secret or client_secret_file")
+				}
+			}
+			if cb := t.Callback; cb != nil && cb.Target == "" {
+				return c.errorf(p("token", "callback"), "target is required (host:port of a graphqlbridge.v1.TokenService)")
+			}
+		}
+		if tl := u.TLS; tl != nil && (tl.CertFile == "") != (tl.KeyFile == "") {
+			return c.errorf(p("tls"), "cert_file and key_file go together")
 		}
 		for code, class := range u.CloseCodes {
 			if code < 1000 || code > 4999 {
@@ -322,6 +426,14 @@ func (t *Token) String() string {
 		return "env " + t.Env
 	case t.File != "":
 		return "file " + t.File
+	case len(t.Command) > 0:
+		return "command " + t.Command[0]
+	case t.OAuth2 != nil:
+		return "oauth2 " + t.OAuth2.TokenURL
+	case t.Callback != nil:
+		return "callback " + t.Callback.Target
+	case t.Forward != "":
+		return "forwarded from caller metadata " + t.Forward
 	}
 	return "none"
 }

@@ -65,19 +65,38 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srvMetrics := grpcprom.NewServerMetrics()
 	reg.MustRegister(srvMetrics)
-	svc, err := bridge.New(bridge.Config{
+	policy, err := callerPolicy(cfg)
+	if err != nil {
+		return err
+	}
+	bcfg := bridge.Config{
 		Upstreams:         ups,
+		Identity:          forwardedIdentity(cfg),
 		MaxQueryBytes:     cfg.Server.MaxQueryBytes,
 		MaxVariablesBytes: cfg.Server.MaxVariablesBytes,
 		MaxSubscriptions:  cfg.Server.MaxSubscriptions,
 		Logger:            log,
 		Metrics:           bridge.NewMetrics(reg),
-	})
+	}
+	if policy != nil {
+		bcfg.Authorize = authorize(policy)
+	}
+	svc, err := bridge.New(bcfg)
 	if err != nil {
 		return err
 	}
+	var opts []grpc.ServerOption
+	if cfg.Server.TLS != nil {
+		creds, err := serverCredentials(cfg.Server.TLS)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
 
-	gs := grpc.NewServer(
+	gs := grpc.NewServer(append(opts,
+		// Many subscriptions share a connection from one caller.
+		grpc.MaxConcurrentStreams(1<<20),
 		grpc.ChainUnaryInterceptor(
 			srvMetrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)),
@@ -87,7 +106,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			srvMetrics.StreamServerInterceptor(),
 			logging.StreamServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)),
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(recovered(log))),
-		),
+		))...,
 	)
 	bridgev1.RegisterSubscriptionServiceServer(gs, svc)
 	hs := health.NewServer()
