@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net/url"
 	"slices"
 	"strings"
@@ -283,11 +284,43 @@ func structJSON(st *structpb.Struct) (json.RawMessage, error) {
 	if st == nil || len(st.GetFields()) == 0 {
 		return nil, nil
 	}
+	// AsMap turns NaN and ±Infinity into the strings "NaN" and "Infinity":
+	// refuse them rather than send the upstream a string it never got.
+	if err := finite(structpb.NewStructValue(st), ""); err != nil {
+		return nil, err
+	}
 	b, err := json.Marshal(st.AsMap())
 	if err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// finite reports the first number in v that JSON cannot represent.
+func finite(v *structpb.Value, path string) error {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NumberValue:
+		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
+			return fmt.Errorf("%s is %v, which JSON cannot represent: send a finite number, a string or null", path, k.NumberValue)
+		}
+	case *structpb.Value_StructValue:
+		for name, f := range k.StructValue.GetFields() {
+			p := name
+			if path != "" {
+				p = path + "." + name
+			}
+			if err := finite(f, p); err != nil {
+				return err
+			}
+		}
+	case *structpb.Value_ListValue:
+		for i, e := range k.ListValue.GetValues() {
+			if err := finite(e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // dedupKey identifies identical subscriptions.
