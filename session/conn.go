@@ -763,6 +763,11 @@ func (c *Conn) serve(l *link) error {
 		}
 		switch env.typ {
 		case l.proto.next:
+			if env.payload == nil {
+				// A result without an ExecutionResult: the upstream is broken.
+				l.violation(env, false)
+				return l.drain()
+			}
 			if op := c.lookup(env.id); op != nil {
 				op.next(env.payload)
 			}
