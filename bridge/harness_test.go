@@ -25,6 +25,7 @@ import (
 type env struct {
 	svc    *bridge.Server
 	client bridgev1.SubscriptionServiceClient
+	conn   *grpc.ClientConn
 }
 
 type transport int
@@ -52,7 +53,7 @@ func startBridge(t *testing.T, tr transport, cfg bridge.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(bridge.Codec()) // as cmd/bridge wires it
 	bridgev1.RegisterSubscriptionServiceServer(gs, svc)
 	var lis net.Listener
 	var dial []grpc.DialOption
@@ -80,7 +81,7 @@ func startBridge(t *testing.T, tr transport, cfg bridge.Config) *env {
 		gs.Stop()
 		<-done
 	})
-	return &env{svc: svc, client: bridgev1.NewSubscriptionServiceClient(conn)}
+	return &env{svc: svc, client: bridgev1.NewSubscriptionServiceClient(conn), conn: conn}
 }
 
 // stream is an open Subscribe call with helpers to read it.

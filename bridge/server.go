@@ -141,14 +141,16 @@ func (s *Server) Subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStr
 
 func (s *Server) subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error {
 	ctx := stream.Context()
-	pool, sreq, err := s.validate(req)
-	if err != nil {
-		return err
-	}
+	// Authorize first: an unauthenticated caller learns nothing, not even
+	// which upstreams exist.
 	if s.cfg.Authorize != nil {
 		if err := s.cfg.Authorize(ctx, req.GetUpstream()); err != nil {
 			return err
 		}
+	}
+	pool, sreq, err := s.validate(req)
+	if err != nil {
+		return err
 	}
 	identity := ""
 	if s.cfg.Identity != nil {
@@ -245,6 +247,9 @@ func (p *upstreamPool) reserve() (func(), error) {
 // validate checks a request and builds the upstream request.
 func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, session.Request, error) {
 	var sreq session.Request
+	if err := decodeError(req); err != nil {
+		return nil, sreq, err
+	}
 	name := req.GetUpstream()
 	if name == "" {
 		return nil, sreq, invalid("upstream is required: name one of the bridge's configured upstreams")

@@ -1,7 +1,7 @@
 // Package config loads and validates the bridge's YAML configuration
 // (DESIGN.md §3). Every error names the key and its line and says what is
-// allowed. It never echoes a secret: values substituted from the
-// environment are not quoted in errors.
+// allowed. Errors never quote token values; they may quote other values
+// (a misspelt subprotocol, say), including ones substituted from ${VAR}.
 package config
 
 import (
@@ -128,7 +128,7 @@ type Upstream struct {
 type Token struct {
 	Value string `yaml:"value"`
 	Env   string `yaml:"env"`
-	// File is read on every connection (rotated files are picked up).
+	// File is read on every connection attempt (rotated files are picked up).
 	File string `yaml:"file"`
 	// Command runs for every token: it prints the token, or JSON
 	// {"token","expires_at"}.
@@ -385,6 +385,18 @@ func (c *Config) validate() error {
 		}
 		if u.Queue.Size < 0 {
 			return c.errorf(p("queue", "size"), "must be positive")
+		}
+		for k, d := range map[string]time.Duration{"dial_timeout": u.DialTimeout, "ack_timeout": u.AckTimeout,
+			"keep_alive_timeout": u.KeepAliveTimeout, "idle_timeout": u.IdleTimeout} {
+			if d < 0 {
+				return c.errorf(p(k), "must not be negative")
+			}
+		}
+		if u.Token != nil && u.Token.RotateBefore < 0 {
+			return c.errorf(p("token", "rotate_before"), "must not be negative")
+		}
+		if u.MaxMessageBytes < 0 || u.MaxOperationsPerConnection < 0 || u.MaxSubscriptions < 0 {
+			return c.errorf(p(), "max_message_bytes, max_operations_per_connection and max_subscriptions must not be negative")
 		}
 		if u.Retry.Multiplier != 0 && u.Retry.Multiplier < 1 {
 			return c.errorf(p("retry", "multiplier"), "must be at least 1")

@@ -97,6 +97,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	gs := grpc.NewServer(append(opts,
 		// Many subscriptions share a connection from one caller.
 		grpc.MaxConcurrentStreams(1<<20),
+		bridge.Codec(),
 		grpc.ChainUnaryInterceptor(
 			srvMetrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)),
@@ -227,6 +228,15 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 	}
 	if _, err := upstreams(cfg); err != nil {
 		return err
+	}
+	// The files serve would read at start: caller tokens, TLS material.
+	if _, err := callerPolicy(cfg); err != nil {
+		return err
+	}
+	if cfg.Server.TLS != nil {
+		if _, err := serverCredentials(cfg.Server.TLS); err != nil {
+			return err
+		}
 	}
 	for _, name := range cfg.Names() {
 		u := cfg.Upstreams[name]

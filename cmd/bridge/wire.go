@@ -100,20 +100,23 @@ func upstreams(cfg *config.Config) (map[string]*bridge.Upstream, error) {
 	return out, nil
 }
 
-// tokenSource builds the credential source of an upstream, cached so that
-// concurrent refreshes collapse and expiries are known. Forwarded
+// tokenSource builds the credential source of an upstream. Sources that
+// cost a request (command, oauth2, callback) are cached so that concurrent
+// refreshes collapse. Forwarded
 // credentials have no source: the caller brings them.
 func tokenSource(name string, t *config.Token) (credential.Source, error) {
 	var src credential.Source
 	switch {
 	case t == nil, t.Forward != "":
 		return nil, nil
+	// Values, variables and files are cheap to read: they are read on every
+	// connection attempt, so a rotated file is picked up at once.
 	case t.Value != "":
-		src = credential.Value(t.Value)
+		return credential.Value(t.Value), nil
 	case t.Env != "":
-		src = credential.Env(t.Env)
+		return credential.Env(t.Env), nil
 	case t.File != "":
-		src = credential.File(t.File)
+		return credential.File(t.File), nil
 	case len(t.Command) > 0:
 		src = credential.Command{Argv: t.Command, Timeout: t.CommandTimeout}
 	case t.OAuth2 != nil:
