@@ -364,7 +364,9 @@ func (s *Server) leave() {
 // Drain stops the service: new Subscribes are refused at once; open streams
 // may run until grace passes (or ctx ends), then end with UNAVAILABLE and
 // RetryInfo so callers resubscribe on another replica; then every upstream
-// connection closes with 1001. It returns early when no stream is open.
+// connection closes with 1001. It returns early when no stream is open, and
+// at most drainWait after grace; the caller then stops the gRPC server,
+// which frees handlers stuck sending to callers that stopped reading.
 func (s *Server) Drain(ctx context.Context, grace time.Duration) {
 	s.mu.Lock()
 	s.draining = true
@@ -383,8 +385,26 @@ func (s *Server) Drain(ctx context.Context, grace time.Duration) {
 	}
 	t.Stop()
 	s.once.Do(func() { close(s.drained) })
-	<-idle
+	// A handler blocked in Send (its caller stopped reading and the HTTP/2
+	// window is full) does not see the drain; only the gRPC server's Stop
+	// frees it. Do not wait for it past drainWait.
+	w := time.NewTimer(drainWait)
+	select {
+	case <-idle:
+	case <-w.C:
+		s.log.Warn("streams still open after the drain; closing upstreams anyway", "open", s.openStreams())
+	}
+	w.Stop()
 	s.Close()
+}
+
+// drainWait bounds how long Drain waits for streams after telling them to end.
+const drainWait = 5 * time.Second
+
+func (s *Server) openStreams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open
 }
 
 // Close ends every open stream with UNAVAILABLE and closes every upstream

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -68,6 +69,11 @@ func Status(upstream string, err error) *status.Status {
 	if err == nil {
 		return status.New(codes.OK, "")
 	}
+	// Errors that already are statuses (a failed Send because the caller
+	// went away) keep their code: they are not the bridge's fault.
+	if st, ok := status.FromError(err); ok {
+		return st
+	}
 	var (
 		code   codes.Code
 		reason string
@@ -105,7 +111,8 @@ func Status(upstream string, err error) *status.Status {
 		code, reason = codes.ResourceExhausted, ReasonSlowConsumer
 	case errors.Is(err, ErrDraining), errors.Is(err, errShuttingDown), errors.Is(err, session.ErrClosed):
 		code, reason, msg = codes.Unavailable, ReasonDraining, ErrDraining.Error()+": subscribe again (another replica will serve it)"
-		retry = 100 * time.Millisecond
+		// Spread the resubscribes of a draining replica's callers.
+		retry = 100*time.Millisecond + rand.N(900*time.Millisecond)
 	case errors.Is(err, context.Canceled):
 		return status.New(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

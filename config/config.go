@@ -52,6 +52,11 @@ type Server struct {
 	Callers map[string]*Caller `yaml:"callers"`
 	// Pprof mounts /debug/pprof/ on the admin server. Default false.
 	Pprof bool `yaml:"pprof"`
+	// MaxConnectionAge sends callers' HTTP/2 connections a GOAWAY after this
+	// long, so clients balancing over a headless Service find new replicas;
+	// streams then get drain_grace to finish and end with UNAVAILABLE (callers
+	// resubscribe). Default 0: connections live for ever.
+	MaxConnectionAge time.Duration `yaml:"max_connection_age"`
 }
 
 // ServerTLS configures the gRPC listener's TLS.
@@ -296,6 +301,9 @@ func (c *Config) validate() error {
 	}
 	if s.DrainGrace == 0 {
 		s.DrainGrace = 10 * time.Second
+	}
+	if s.MaxConnectionAge < 0 {
+		return c.errorf([]string{"server", "max_connection_age"}, "must not be negative")
 	}
 	if s.DrainGrace < 0 {
 		return c.errorf([]string{"server", "drain_grace"}, "must not be negative")

@@ -244,3 +244,48 @@ upstreams:
 		t.Fatalf("no rotation logged:\n%s", s.logs.String())
 	}
 }
+
+// TestDrainWithCallerThatNeverReads: a caller that stops reading fills its
+// HTTP/2 window and blocks its handler in Send, where the drain cannot reach
+// it; serve must still stop (the gRPC server's Stop frees the handler) and
+// close the upstream.
+func TestDrainWithCallerThatNeverReads(t *testing.T) {
+	demo, err := demoupstream.Start(demoupstream.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer demo.Close()
+	s := startServe(t, `
+server:
+  grpc_address: ADDR
+  admin_address: "off"
+  drain_grace: 100ms
+upstreams:
+  demo:
+    url: `+demo.URL()+`
+    queue: {size: 100000}
+`)
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if _, err := bridgev1.NewSubscriptionServiceClient(conn).Subscribe(ctx, &bridgev1.SubscribeRequest{Upstream: "demo",
+		Query: "subscription { ticker(count: 0, intervalMs: 1, size: 4096) { n payload } }"}); err != nil {
+		t.Fatal(err)
+	}
+	// Never Recv: wait until the upstream has produced far more than the
+	// HTTP/2 windows hold.
+	ctxw, cancelw := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancelw()
+	if err := demo.WaitFor(ctxw, func(st demoupstream.Stats) bool { return st.ActiveSubscriptions == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // let about 500 results (2 MB) pile up; a liveness setup, not a timing check
+	s.stop()                           // fails the test if serve does not return
+	if err := demo.WaitFor(ctxw, func(st demoupstream.Stats) bool { return st.Connections == 0 }); err != nil {
+		t.Fatalf("upstream still connected after serve stopped: %+v", demo.Stats())
+	}
+}
