@@ -32,8 +32,17 @@ run: ## Build and run the demo upstream and the bridge (examples/demo.yaml); Ctr
 	.tmp/bridge serve --config examples/demo.yaml
 
 .PHONY: test
-test: peers ## Run every test with the race detector (installs the Node test peers first)
+test: peers browser ## Run every test with the race detector (installs the Node test peers first)
 	go test -race -count=1 ./...
+	cd deploy/validate && go test -count=1 ./...
+
+.PHONY: browser
+browser: ## Install Debian chromium (headless browser for the admin status page test) if missing
+	command -v chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+.PHONY: deploy-check
+deploy-check: ## Validate Dockerfile and deploy/kubernetes (strict decode, invariants, static build)
+	cd deploy/validate && go test -count=1 -v ./...
 
 .PHONY: peers
 peers: testpeers/node/node_modules/.package-lock.json ## Install the Node test peers from the committed lock file
@@ -42,13 +51,19 @@ testpeers/node/node_modules/.package-lock.json: testpeers/node/package-lock.json
 	cd testpeers/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+BENCH_ARGS ?=
+
 .PHONY: bench
-bench: ## Run the Go benchmarks of the codec, the session and the bridge
-	go test -run '^$$' -bench . -benchmem ./session/ ./bridge/
+bench: ## Run every benchmark scenario side by side (bench/, DESIGN.md §7); BENCH_ARGS="-scenarios 1,2" to pick
+	go build -o .tmp/bridge ./cmd/bridge
+	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
+	cd bench && go run ./cmd/bench -bridge ../.tmp/bridge -node node -out results.json $(BENCH_ARGS)
 
 .PHONY: fuzz
-fuzz: ## Fuzz the wire decoder for FUZZTIME (default 30s)
-	go test -run '^$$' -fuzz FuzzDecodeEnvelope -fuzztime $(FUZZTIME) ./session/
+fuzz: ## Fuzz the wire decoder, request decoding and validation, FUZZTIME each (default 30s)
+	go test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME) ./session/
+	go test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./bridge/
+	go test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./bridge/
 
 .PHONY: generate
 generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Regenerate gen/ from proto/ and tidy go.mod

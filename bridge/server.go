@@ -425,41 +425,41 @@ func (s *Server) Close() {
 // connections and their states, operations, subscribers and recent
 // connection events. It holds no credential.
 type Snapshot struct {
-	Upstreams []UpstreamSnapshot
-	Draining  bool
+	Upstreams []UpstreamSnapshot `json:"upstreams"`
+	Draining  bool               `json:"draining"`
 }
 
 // UpstreamSnapshot describes one upstream's pool.
 type UpstreamSnapshot struct {
-	Name string
+	Name string `json:"name"`
 	// URL is the upstream's URL without user info or query.
-	URL           string
-	Connections   []ConnSnapshot
-	Operations    int // upstream operations placed on connections
-	Shared        int // operations shared by deduplication
-	Subscriptions int // open Subscribe streams
-	Events        []ConnEvent
+	URL           string         `json:"url"`
+	Connections   []ConnSnapshot `json:"connections"`
+	Operations    int            `json:"operations"`    // upstream operations placed on connections
+	Shared        int            `json:"shared"`        // operations shared by deduplication
+	Subscriptions int            `json:"subscriptions"` // open Subscribe streams
+	Events        []ConnEvent    `json:"events"`
 }
 
 // ConnSnapshot describes one upstream connection.
 type ConnSnapshot struct {
-	State       string // connecting, ready, backoff, closed
-	Subprotocol string
-	Operations  int
-	Since       time.Time // when it entered State
-	Attempt     int
+	State       string    `json:"state"` // connecting, ready, backoff, closed
+	Subprotocol string    `json:"subprotocol,omitempty"`
+	Operations  int       `json:"operations"`
+	Since       time.Time `json:"since"` // when it entered State
+	Attempt     int       `json:"attempt"`
 }
 
 // ConnEvent is a notable connection event: a reconnect (with the close code
 // that caused it), a credential refresh, a rotation, a terminal failure.
 type ConnEvent struct {
-	At         time.Time
-	Kind       string // reconnect, refresh, rotated, failed
-	Code       int
-	HTTPStatus int
-	Reason     string
-	Class      string
-	Attempt    int
+	At         time.Time `json:"at"`
+	Kind       string    `json:"kind"` // reconnect, refresh, rotated, failed
+	Code       int       `json:"close_code,omitempty"`
+	HTTPStatus int       `json:"http_status,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	Class      string    `json:"class,omitempty"`
+	Attempt    int       `json:"attempt"`
 }
 
 // Snapshot reports the state of every upstream, sorted by name.

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/gqlbridge/gqlbridge/admin"
 	"github.com/gqlbridge/gqlbridge/bridge"
 	"github.com/gqlbridge/gqlbridge/config"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
@@ -131,25 +132,23 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	var ready atomic.Bool
 	ready.Store(true)
-	var admin *http.Server
+	var adminSrv *http.Server
 	if cfg.Server.AdminAddress != "off" {
 		alis, err := net.Listen("tcp", cfg.Server.AdminAddress)
 		if err != nil {
 			lis.Close()
 			return fmt.Errorf("admin_address: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-			if !ready.Load() {
-				http.Error(w, "draining", http.StatusServiceUnavailable)
-				return
-			}
-			io.WriteString(w, "ok\n")
+		handler := admin.Handler(admin.Options{
+			Metrics:  promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			Ready:    ready.Load,
+			Snapshot: svc.Snapshot,
+			Pprof:    cfg.Server.Pprof,
+			Version:  versionString(),
+			Started:  time.Now(),
 		})
-		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = admin.Serve(alis) }()
+		adminSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = adminSrv.Serve(alis) }()
 		log.Info("admin listening", "address", alis.Addr().String())
 	}
 	serveErr := make(chan error, 1)
@@ -179,9 +178,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		gs.Stop()
 		<-stopped
 	}
-	if admin != nil {
+	if adminSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = admin.Shutdown(sctx)
+		_ = adminSrv.Shutdown(sctx)
 		cancel()
 	}
 	log.Info("stopped")
