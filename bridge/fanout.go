@@ -59,7 +59,8 @@ func (f *fanout) OnEvent(ev session.Event) {
 func (f *fanout) OnDone(err error) {
 	f.mu.Lock()
 	f.closed = true
-	subs := f.subs
+	// A copy: leave rearranges f.subs in place once the lock is released.
+	subs := append([]*subscriber(nil), f.subs...)
 	f.mu.Unlock()
 	for _, s := range subs {
 		s.finish(err)

@@ -74,6 +74,8 @@ func (p *upstreamPool) attach(identity string, req session.Request, key string, 
 	}
 	p.mu.Unlock()
 
+	// Counted before Subscribe so that the detach of a failed one balances.
+	p.metrics.subscriberJoined(p.name, false)
 	// Subscribe outside the pool lock: it may call the fanout's handler.
 	op, err := pc.c.Subscribe(req, f)
 	if err != nil {
@@ -83,7 +85,6 @@ func (p *upstreamPool) attach(identity string, req session.Request, key string, 
 	if !f.setOp(op) {
 		op.Stop()
 	}
-	p.metrics.subscriberJoined(p.name, false)
 	return func() { p.detach(f, s) }, nil
 }
 

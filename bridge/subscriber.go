@@ -70,7 +70,7 @@ func (s *subscriber) pushNext(payload []byte) {
 		}
 		s.dropOldestLocked()
 	}
-	s.q = append(s.q, item{payload: payload, seq: s.seq})
+	s.appendLocked(item{payload: payload, seq: s.seq})
 	s.results++
 	s.mu.Unlock()
 	s.wake()
@@ -91,10 +91,24 @@ func (s *subscriber) dropOldestLocked() {
 	}
 }
 
+// appendLocked queues it, reusing the room of dropped items when they are
+// at least half the queue: a caller that never reads must not make the
+// queue grow with every result, and compacting only then keeps the copying
+// amortised O(1) per result.
+func (s *subscriber) appendLocked(it item) {
+	if len(s.q) == cap(s.q) && s.head > 0 && s.head >= len(s.q)/2 {
+		n := copy(s.q, s.q[s.head:])
+		clear(s.q[n:])
+		s.q = s.q[:n]
+		s.head = 0
+	}
+	s.q = append(s.q, it)
+}
+
 func (s *subscriber) pushEvent(ev *bridgev1.Lifecycle) {
 	s.mu.Lock()
 	if !s.done {
-		s.q = append(s.q, item{ev: ev})
+		s.appendLocked(item{ev: ev})
 	}
 	s.mu.Unlock()
 	s.wake()

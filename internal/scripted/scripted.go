@@ -109,7 +109,9 @@ func Start(t testing.TB, opts Options, script func(p *Peer)) *Server {
 		s.mu.Unlock()
 		ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 		defer stop()
-		_ = s.srv.Shutdown(ctx)
+		if s.srv.Shutdown(ctx) != nil {
+			_ = s.srv.Close() // connections that never went idle
+		}
 		s.wg.Wait()
 	})
 	return s
