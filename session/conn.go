@@ -341,7 +341,9 @@ func (c *Conn) assignLocked(op *Operation, l *link, silent bool) []byte {
 	if !silent || !op.subscribed {
 		ev := Event{Kind: Subscribed}
 		if op.subscribed {
-			ev = Event{Kind: Resubscribed, Attempt: l.attempt}
+			// The reconnect that succeeded, counted like Reconnecting's
+			// (l.attempt also counts the connection that was lost).
+			ev = Event{Kind: Resubscribed, Attempt: l.attempt - 1}
 		}
 		op.subscribed = true
 		op.event(ev)
@@ -430,13 +432,15 @@ func (c *Conn) setState(sc StateChange) {
 func (c *Conn) run() {
 	defer close(c.done)
 	var (
-		refresh  bool   // the next attempt asks for a fresh credential
-		refreshd bool   // the current attempt used a fresh credential
-		cause    *Error // why the previous connection ended
+		refresh bool   // the next attempt asks for a fresh credential
+		fresh   bool   // the next attempt's credential is fresh and no upstream judged it yet
+		cause   *Error // why the previous connection ended
+		tries   int    // attempts made since the connection was last healthy
 	)
 	for {
 		c.setState(StateChange{State: StateConnecting, Attempt: c.retrier.attempt + 1})
 		uptime, e := c.attempt(Attempt{Number: c.retrier.attempt + 1, Refresh: refresh, Cause: cause})
+		tries++
 		if c.closing() {
 			c.terminate(nil)
 			return
@@ -445,10 +449,21 @@ func (c *Conn) run() {
 			c.terminate(e)
 			return
 		}
-		refreshd, refresh = refresh, false
+		usedFresh := refresh || fresh // this attempt used a fresh credential
+		if !e.noCredential {
+			// Unless the callback failed (then the fresh credential is
+			// still owed), it was used: it stays fresh until an upstream
+			// judges it, which a transient failure before the ack (a
+			// refused dial, an HTTP 503) does not.
+			refresh = false
+			fresh = usedFresh && e.Class == ClassTransient && e.BeforeAck
+		}
 		healthy := !e.BeforeAck && c.retrier.healthy(uptime)
+		if healthy {
+			tries = 0 // the connection that just ended was healthy: a new outage
+		}
 		if e.Class == ClassAuth {
-			if refreshd && !healthy {
+			if usedFresh && !healthy {
 				// Rejected again right after a fresh credential.
 				c.terminate(e)
 				return
@@ -461,7 +476,7 @@ func (c *Conn) run() {
 		}
 		delay, ok := c.retrier.next(time.Now(), e.RetryAfter)
 		if !ok {
-			e.Exhausted, e.Attempts = true, c.retrier.attempt-1
+			e.Exhausted, e.Attempts = true, tries
 			c.terminate(e)
 			return
 		}
@@ -573,7 +588,7 @@ func (c *Conn) connect(ctx context.Context, a Attempt) (*link, Handshake, *Error
 		var err error
 		hs, err = c.cfg.Handshake(ctx, a)
 		if err != nil {
-			e := &Error{Class: ClassTransient, Reason: "credential: " + err.Error(), BeforeAck: true, Err: err}
+			e := &Error{Class: ClassTransient, Reason: "credential: " + err.Error(), BeforeAck: true, Err: err, noCredential: true}
 			if errors.Is(err, ErrCannotRefresh) && a.Cause != nil {
 				// The rejected credential cannot be replaced: the
 				// rejection is the outcome.

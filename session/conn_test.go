@@ -234,7 +234,9 @@ func TestAuthRefreshThenTerminal(t *testing.T) {
 		p.Close(4403, "Forbidden")
 	})
 	var refreshes, attempts atomic.Int32
+	gate := make(chan struct{}) // a Conn that already failed would refuse Subscribe
 	c := dialTest(t, Config{URL: srv.URL, Handshake: func(ctx context.Context, a Attempt) (Handshake, error) {
+		<-gate
 		attempts.Add(1)
 		if a.Refresh {
 			refreshes.Add(1)
@@ -245,6 +247,7 @@ func TestAuthRefreshThenTerminal(t *testing.T) {
 	if _, err := c.Subscribe(Request{Query: "subscription { n }"}, rec); err != nil {
 		t.Fatal(err)
 	}
+	close(gate)
 	var e *Error
 	if err := rec.wait(t); !errors.As(err, &e) || e.Class != ClassAuth || e.Code != 4403 {
 		t.Fatalf("outcome %v, want auth 4403", err)
@@ -264,15 +267,20 @@ func TestUnreachableCloseWhileDialing(t *testing.T) {
 	addr := lis.Addr().String()
 	lis.Close() // nothing listens here now
 	var backoffs atomic.Int32
+	gate := make(chan struct{}) // no dial before the operation is live: it hears every failure
 	c := dialTest(t, Config{URL: "ws://" + addr + "/graphql", OnState: func(sc StateChange) {
 		if sc.State == StateBackoff {
 			backoffs.Add(1)
 		}
+	}, Handshake: func(ctx context.Context, a Attempt) (Handshake, error) {
+		<-gate
+		return Handshake{}, nil
 	}})
 	rec := newRecorder()
 	if _, err := c.Subscribe(Request{Query: "subscription { n }"}, rec); err != nil {
 		t.Fatal(err)
 	}
+	close(gate)
 	for backoffs.Load() < 3 {
 		time.Sleep(time.Millisecond)
 	}

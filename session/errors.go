@@ -78,7 +78,8 @@ type Error struct {
 	// Err is the underlying cause, if any.
 	Err error
 
-	final bool // ends the connection whatever its class
+	final        bool // ends the connection whatever its class
+	noCredential bool // Config.Handshake failed: no credential was sent
 }
 
 func (e *Error) Error() string {

@@ -344,6 +344,16 @@ func TestHostileUpstreamCorpus(t *testing.T) {
 			if tc.cfg != nil {
 				tc.cfg(&cfg)
 			}
+			// Hold the first attempt until the operation is subscribed: a
+			// Conn that already failed terminally refuses Subscribe.
+			gate, handshake := make(chan struct{}), cfg.Handshake
+			cfg.Handshake = func(ctx context.Context, a session.Attempt) (session.Handshake, error) {
+				<-gate
+				if handshake != nil {
+					return handshake(ctx, a)
+				}
+				return session.Handshake{}, nil
+			}
 			c, err := session.Dial(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -353,6 +363,7 @@ func TestHostileUpstreamCorpus(t *testing.T) {
 			if _, err := c.Subscribe(session.Request{Query: "subscription { x }"}, rec); err != nil {
 				t.Fatal(err)
 			}
+			close(gate)
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
 			switch tc.want {
