@@ -42,9 +42,10 @@ type Config struct {
 	DialTimeout time.Duration
 	// AckTimeout bounds the wait for connection_ack. Default 10s.
 	AckTimeout time.Duration
-	// KeepAlive is how long the connection may be silent before the session
-	// probes it (ping message on graphql-transport-ws, WebSocket ping on
-	// legacy). Default 15s; negative disables.
+	// KeepAlive is how often the session probes the upstream (ping message
+	// on graphql-transport-ws, WebSocket ping on legacy), whatever arrives
+	// meanwhile: results prove only the inbound half. Default 15s; negative
+	// disables.
 	KeepAlive time.Duration
 	// KeepAliveTimeout is how long a probe may go unanswered before the
 	// connection counts as dead. Default 10s.
@@ -798,8 +799,11 @@ func (c *Conn) serve(l *link) error {
 			if l.proto.pingFrames {
 				l.send(appendMessage(nil, msgPong, "", nil))
 			}
-		case msgPong, msgKeepAlive, msgConnectionAck:
-			// Liveness only; a repeated ack is harmless.
+		case msgPong:
+			l.sawPong()
+		case msgKeepAlive, msgConnectionAck:
+			// A repeated ack is harmless; ka needs no answer (the legacy
+			// keep-alive pings at the WebSocket level).
 		case msgConnectionError:
 			// Legacy servers also send it for an unparsable message, without
 			// closing: nothing to do for the operations.

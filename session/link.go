@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -20,7 +19,7 @@ type link struct {
 	proto   *protocol
 	attempt int
 	buf     readBuf
-	frames  atomic.Uint64 // inbound frames, for keep-alive
+	pong    chan struct{} // a pong arrived (buffer 1), for keep-alive
 	stop    chan struct{} // closed by finish
 	unwatch func() bool   // stops watching the Conn's context
 	// ctx ends when the link is finished or the Conn closes: work started
@@ -37,7 +36,7 @@ type link struct {
 }
 
 func newLink(c *Conn, ws *websocket.Conn, p *protocol) *link {
-	l := &link{c: c, ws: ws, proto: p, stop: make(chan struct{})}
+	l := &link{c: c, ws: ws, proto: p, pong: make(chan struct{}, 1), stop: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(c.ctx)
 	l.unwatch = context.AfterFunc(c.ctx, func() {
 		c.mu.Lock()
@@ -59,7 +58,6 @@ func (l *link) read() (envelope, error) {
 	if err := l.buf.readFrom(r); err != nil {
 		return envelope{}, err
 	}
-	l.frames.Add(1)
 	if typ != websocket.MessageText {
 		l.fail(&Error{Class: ClassTransient, Code: CodeBadRequest, Reason: "upstream sent a binary frame"}, CodeBadRequest, "binary frames are not part of the protocol")
 		return envelope{}, l.drain()
@@ -238,37 +236,45 @@ func (l *link) goSend(frames [][]byte) {
 	})
 }
 
-// startKeepAlive probes the socket whenever it was silent for a whole
-// interval. A probe unanswered within timeout ends the socket: that is how a
-// half-open connection (the peer gone, no FIN) is found.
+// startKeepAlive sends the upstream a probe every interval and ends the
+// socket when one goes unanswered for timeout: that is how a half-open
+// connection (the peer gone, no FIN) is found. The probe is a protocol ping
+// answered by a pong (graphql-transport-ws) or a WebSocket ping answered by
+// the peer's WebSocket stack (legacy graphql-ws, whose clients cannot ping).
+//
+// It is sent however much arrives: inbound results prove only one direction.
+// A connection whose outbound half is dead still delivers results but can
+// carry no subscribe, complete or pong, and only an answer to something the
+// bridge sent proves that half.
 func (l *link) startKeepAlive(interval, timeout time.Duration) {
 	l.wg.Go(func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
-		last := l.frames.Load()
 		for {
 			select {
 			case <-l.stop:
 				return
 			case <-t.C:
 			}
-			if n := l.frames.Load(); n != last {
-				last = n
-				continue
-			}
 			alive := false
 			if l.proto.pingFrames {
+				select { // forget an unsolicited pong (a heartbeat) seen earlier
+				case <-l.pong:
+				default:
+				}
 				l.send(appendMessage(nil, msgPing, "", nil))
 				w := time.NewTimer(timeout)
 				select {
 				case <-l.stop:
 					w.Stop()
 					return
+				case <-l.pong:
+					alive = true
 				case <-w.C:
 				}
-				alive = l.frames.Load() != last
+				w.Stop()
 			} else {
-				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				ctx, cancel := context.WithTimeout(l.ctx, timeout)
 				alive = l.ws.Ping(ctx) == nil
 				cancel()
 			}
@@ -282,7 +288,14 @@ func (l *link) startKeepAlive(interval, timeout time.Duration) {
 					Reason: fmt.Sprintf("keep-alive timeout: no answer within %s", timeout)}, 0, "")
 				return
 			}
-			last = l.frames.Load()
 		}
 	})
+}
+
+// sawPong records a pong for the keep-alive.
+func (l *link) sawPong() {
+	select {
+	case l.pong <- struct{}{}:
+	default:
+	}
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -354,10 +355,13 @@ func goodAfterAck(p *memPeer, proto string) {
 	p.drain(true)
 }
 
-// TestKeepAliveTimeoutInFakeTime: a connection silent for a whole interval
-// is probed; a probe unanswered for KeepAliveTimeout ends it (1006,
-// "keep-alive timeout") and the operation is resubscribed. Both protocols:
-// a ping message on graphql-transport-ws, a WebSocket ping frame on legacy.
+// TestKeepAliveTimeoutInFakeTime: the connection is probed every interval,
+// even while results keep arriving (they prove only the inbound half: here
+// the upstream sends a result every 5s but never answers a probe, as when
+// the bridge→upstream half is dead); a probe unanswered for
+// KeepAliveTimeout ends it (1006, "keep-alive timeout") and the operation is
+// resubscribed. Both protocols: a ping message on graphql-transport-ws, a
+// WebSocket ping frame on legacy.
 func TestKeepAliveTimeoutInFakeTime(t *testing.T) {
 	t.Parallel()
 	for _, proto := range protocols() {
@@ -391,8 +395,17 @@ func TestKeepAliveTimeoutInFakeTime(t *testing.T) {
 					if !ok {
 						return
 					}
-					time.Sleep(time.Second)
-					p.send(next, s.ID, `{"data":{"n":1}}`)
+					var wg sync.WaitGroup
+					defer wg.Wait()
+					wg.Go(func() { // results every 5s until the socket ends
+						for i := 1; ; i++ {
+							time.Sleep(time.Second)
+							if !p.send(next, s.ID, fmt.Sprintf(`{"data":{"n":%d}}`, i)) {
+								return
+							}
+							time.Sleep(4 * time.Second)
+						}
+					})
 					for { // reading, but never answering
 						m, ok := p.read()
 						if !ok {
@@ -407,19 +420,18 @@ func TestKeepAliveTimeoutInFakeTime(t *testing.T) {
 				c := memDial(t, m, Config{OnState: st.fn, KeepAlive: 15 * time.Second, KeepAliveTimeout: 10 * time.Second, Rand: func() float64 { return 0 }})
 				p := newBubbleProbe()
 				subscribe(t, c, p)
-				p.waitNexts(t, 2)
-				expectLogPrefix(t, p, "subscribed", "next", "reconnecting:1006", "resubscribed", "next")
-				// Ready at 0; the result at 1s counts as traffic for the
-				// first interval; silent from 15s to 30s: probe at 30s;
-				// dead at 40s.
+				p.waitNexts(t, 6)
+				// Ready at 0; results at 1s, 6s, 11s, 16s, 21s; probe at
+				// 15s whatever arrived; unanswered, dead at 25s.
+				expectLogPrefix(t, p, "subscribed", "next", "next", "next", "next", "next", "reconnecting:1006", "resubscribed", "next")
 				bo := st.of(StateBackoff)
-				if len(bo) != 1 || bo[0].at != 40*time.Second || bo[0].Cause.Code != CodeAbnormal || bo[0].Cause.Reason != "keep-alive timeout: no answer within 10s" {
-					t.Fatalf("backoffs %+v, want one at 40s for the keep-alive timeout", bo)
+				if len(bo) != 1 || bo[0].at != 25*time.Second || bo[0].Cause.Code != CodeAbnormal || bo[0].Cause.Reason != "keep-alive timeout: no answer within 10s" {
+					t.Fatalf("backoffs %+v, want one at 25s for the keep-alive timeout", bo)
 				}
 				mu.Lock()
 				defer mu.Unlock()
-				if len(pings) != 1 || pings[0] != 30*time.Second {
-					t.Fatalf("pings at %v, want one at 30s", pings)
+				if len(pings) != 1 || pings[0] != 15*time.Second {
+					t.Fatalf("pings at %v, want one at 15s", pings)
 				}
 			})
 		})
@@ -427,8 +439,8 @@ func TestKeepAliveTimeoutInFakeTime(t *testing.T) {
 }
 
 // TestKeepAliveAnsweredInFakeTime: probes that are answered keep a silent
-// connection up indefinitely; traffic from the upstream (results, pongs,
-// legacy "ka") makes probing unnecessary.
+// connection up indefinitely; traffic from the upstream (unsolicited pongs,
+// legacy "ka") neither replaces a probe nor confuses it.
 func TestKeepAliveAnsweredInFakeTime(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -436,12 +448,11 @@ func TestKeepAliveAnsweredInFakeTime(t *testing.T) {
 		heartbeat   string // sent by the upstream every 10s; "" for none
 		wantPings   int    // probes (ping messages or frames) in 10 minutes
 	}{
-		// Silent except for the answers: a probe at every tick, 15s apart.
+		// A probe at every tick, 15s apart, with or without other traffic.
 		{"pong-answers", TransportWS, "", 40},
 		{"legacy-pong-frames", LegacyWS, "", 40},
-		// Traffic in every interval: no probe at all.
-		{"unsolicited-pong", TransportWS, msgPong, 0},
-		{"legacy-ka", LegacyWS, msgKeepAlive, 0},
+		{"unsolicited-pong", TransportWS, msgPong, 40},
+		{"legacy-ka", LegacyWS, msgKeepAlive, 40},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
