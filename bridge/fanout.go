@@ -48,7 +48,9 @@ func (f *fanout) OnEvent(ev session.Event) {
 		lc.State = bridgev1.Lifecycle_STATE_RESUBSCRIBED
 	}
 	f.mu.Lock()
-	f.subscribed = true
+	if ev.Kind != session.Reconnecting {
+		f.subscribed = true
+	}
 	f.last = lc
 	for _, s := range f.subs {
 		s.pushEvent(lc)
@@ -68,8 +70,10 @@ func (f *fanout) OnDone(err error) {
 }
 
 // join adds s unless the operation is closed for joiners. A late joiner
-// hears STATE_SUBSCRIBED at once (and STATE_RECONNECTING if that is where
-// the operation stands), then every later event; nothing is replayed.
+// hears STATE_SUBSCRIBED at once if the operation has started upstream, and
+// STATE_RECONNECTING if that is where it stands now (before it ever started,
+// too: then STATE_SUBSCRIBED follows when it does, as for the first
+// subscriber); then every later event. No result is replayed.
 func (f *fanout) join(s *subscriber) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -79,9 +83,9 @@ func (f *fanout) join(s *subscriber) bool {
 	f.subs = append(f.subs, s)
 	if f.subscribed {
 		s.pushEvent(&bridgev1.Lifecycle{State: bridgev1.Lifecycle_STATE_SUBSCRIBED})
-		if f.last != nil && f.last.State == bridgev1.Lifecycle_STATE_RECONNECTING {
-			s.pushEvent(f.last)
-		}
+	}
+	if f.last != nil && f.last.State == bridgev1.Lifecycle_STATE_RECONNECTING {
+		s.pushEvent(f.last)
 	}
 	return true
 }

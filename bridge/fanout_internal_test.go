@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/gqlbridge/gqlbridge/session"
 )
 
 // TestFanoutDoneWhileLeaving: the operation ends (OnDone, on the upstream
@@ -54,4 +56,50 @@ func TestFanoutDoneWhileLeaving(t *testing.T) {
 			t.Errorf("subscriber %s: done %v, outcome %v; want the operation's outcome", name, fin, err)
 		}
 	}
+}
+
+// TestFanoutJoinBeforeStart: a subscriber that joins a shared operation
+// which has never started upstream (its first dial failed: the fanout heard
+// only Reconnecting) hears where it stands, STATE_RECONNECTING, and not
+// STATE_SUBSCRIBED; when the operation starts, both subscribers hear
+// STATE_SUBSCRIBED exactly once. A joiner after the start hears
+// STATE_SUBSCRIBED at once, then STATE_RECONNECTING if it is reconnecting.
+func TestFanoutJoinBeforeStart(t *testing.T) {
+	t.Parallel()
+	states := func(s *subscriber) []string {
+		items, _, _ := s.take(nil)
+		var out []string
+		for _, it := range items {
+			if it.ev != nil {
+				out = append(out, it.ev.State.String())
+			}
+		}
+		return out
+	}
+	check := func(name string, got []string, want ...string) {
+		t.Helper()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s heard %v, want %v", name, got, want)
+		}
+	}
+	first := newSubscriber(8, DropOldest, nil)
+	f := &fanout{}
+	f.join(first)
+	f.OnEvent(session.Event{Kind: session.Reconnecting, Code: 1006, Attempt: 1})
+	joiner := newSubscriber(8, DropOldest, nil)
+	f.join(joiner)
+	check("the first subscriber", states(first), "STATE_RECONNECTING")
+	check("the joiner, before the start", states(joiner), "STATE_RECONNECTING")
+
+	f.OnEvent(session.Event{Kind: session.Subscribed})
+	check("the first subscriber", states(first), "STATE_SUBSCRIBED")
+	check("the joiner, at the start", states(joiner), "STATE_SUBSCRIBED")
+
+	late := newSubscriber(8, DropOldest, nil)
+	f.join(late)
+	check("a joiner after the start", states(late), "STATE_SUBSCRIBED")
+	f.OnEvent(session.Event{Kind: session.Reconnecting, Code: 1012, Attempt: 1})
+	later := newSubscriber(8, DropOldest, nil)
+	f.join(later)
+	check("a joiner while reconnecting", states(later), "STATE_SUBSCRIBED", "STATE_RECONNECTING")
 }
