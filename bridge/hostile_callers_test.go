@@ -100,8 +100,8 @@ func TestHostileCallersMalformedRequests(t *testing.T) {
 
 // TestHostileCallersChurnAndNonReaders: thousands of subscribe/cancel
 // cycles and callers that never read leave nothing behind: upstream
-// operations, connections' operation counts and goroutines return to
-// baseline.
+// operations, connections' operation counts, goroutines and the heap return
+// to baseline.
 func TestHostileCallersChurnAndNonReaders(t *testing.T) {
 	if testing.Short() {
 		t.Skip("churn test")
@@ -115,6 +115,8 @@ func TestHostileCallersChurnAndNonReaders(t *testing.T) {
 	}
 	runtime.GC()
 	baseline := runtime.NumGoroutine()
+	baseHeap := heapInUse()
+	began := time.Now()
 
 	// Churn: 3,000 subscribe/cancel cycles from 30 goroutines, half of them
 	// joining shared operations.
@@ -148,6 +150,8 @@ func TestHostileCallersChurnAndNonReaders(t *testing.T) {
 		idle = append(idle, cancel)
 	}
 	wg.Wait()
+	t.Logf("%d subscribe/cancel cycles in %v (%.0f/s) beside 50 callers that never read",
+		cycles.Load(), time.Since(began).Round(time.Millisecond), float64(cycles.Load())/time.Since(began).Seconds())
 	// Let the non-readers' queues fill, then hang up on them.
 	waitFor(t, func() bool { return demo.Stats().ActiveSubscriptions >= 1 })
 	for _, cancel := range idle {
@@ -162,6 +166,20 @@ func TestHostileCallersChurnAndNonReaders(t *testing.T) {
 		return st.Operations == 0 && st.Shared == 0
 	})
 	waitFor(t, func() bool { runtime.GC(); return runtime.NumGoroutine() <= baseline+2 })
+	// The heap too: a leak of even 5 KiB per cycle would show as 15 MiB.
+	// The bound leaves room for the allocator and gRPC's pooled buffers.
+	const slack = 8 << 20
+	waitFor(t, func() bool { return heapInUse() <= baseHeap+slack })
+	t.Logf("heap in use: %.1f MiB before, %.1f MiB after; goroutines: %d before, %d after",
+		float64(baseHeap)/(1<<20), float64(heapInUse())/(1<<20), baseline, runtime.NumGoroutine())
+}
+
+// heapInUse is the heap in use after a full collection, in bytes.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
 }
 
 // waitFor polls cond for up to 20 s.
