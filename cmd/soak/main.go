@@ -34,6 +34,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
@@ -48,6 +50,7 @@ type options struct {
 	slow         int
 	churn        float64
 	logLevel     string
+	heapProfile  string
 }
 
 func main() {
@@ -62,6 +65,7 @@ func main() {
 	fs.IntVar(&o.slow, "slow", 20, "slow readers (drop_oldest)")
 	fs.Float64Var(&o.churn, "churn", 50, "subscribe/cancel cycles per second")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "bridge log level to stderr: debug, info, warn, error")
+	fs.StringVar(&o.heapProfile, "heap-profile", "", "write a heap profile here when the load ends, before shutdown (go tool pprof)")
 	_ = fs.Parse(os.Args[1:])
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -86,6 +90,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) int {
 		return 1
 	}
 	s.runLoad(ctx)
+	if o.heapProfile != "" {
+		if err := writeHeapProfile(o.heapProfile); err != nil {
+			fmt.Fprintln(stderr, "soak: -heap-profile:", err)
+		}
+	}
 	s.shutdown()
 	s.report()
 	if len(s.violations) > 0 {
@@ -97,4 +106,18 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, "\nPASS: every invariant held")
 	return 0
+}
+
+// writeHeapProfile writes the live heap after a collection to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +18,7 @@ import (
 type sample struct {
 	at         time.Duration
 	rss        float64 // MiB, VmRSS of this process (upstream, bridge and callers alike)
-	heap       float64 // MiB, Go heap in use
+	heap       float64 // MiB, Go heap live at the last collection (garbage not counted)
 	goroutines float64
 	fds        float64
 	subs       float64 // open Subscribe streams, as the bridge counts them
@@ -47,13 +48,13 @@ func (s *soak) sampleLoop(ctx context.Context) {
 }
 
 func (s *soak) takeSample() {
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(live)
 	restarts := s.restarts.Load()
 	smp := sample{
 		at:         time.Since(s.begin),
 		rss:        float64(readRSS()) / (1 << 20),
-		heap:       float64(ms.HeapInuse) / (1 << 20),
+		heap:       float64(live[0].Value.Uint64()) / (1 << 20),
 		goroutines: float64(runtime.NumGoroutine()),
 		fds:        float64(countFDs()),
 		events:     s.events.Load(),
