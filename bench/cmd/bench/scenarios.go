@@ -1,0 +1,577 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gqlbridge/gqlbridge/bench/upstream"
+	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
+)
+
+const (
+	s1 = "1 throughput"
+	s2 = "2 latency"
+	s3 = "3 scale"
+	s4 = "4 storm"
+	s5 = "5 fan-out"
+)
+
+const mib = 1 << 20
+
+var scenarioNames = map[int]string{1: s1, 2: s2, 3: s3, 4: s4, 5: s5}
+
+// rig is what scenarios 1 and 2 run against: the upstream, the bridge on
+// it, and the gRPC ceiling (the same client against a server that streams
+// the results straight from its handler, no bridge, no upstream).
+type rig struct {
+	up                    *upstream.Server
+	bridge, ceiling       *bridgeProc
+	client, ceilingClient bridgev1.SubscriptionServiceClient
+	closers               []func()
+}
+
+func startRig(ctx context.Context, o *options, name string, bo bridgeOpts) (_ *rig, err error) {
+	g := &rig{}
+	defer func() {
+		if err != nil {
+			g.close()
+		}
+	}()
+	if g.up, err = upstream.Start("127.0.0.1:0"); err != nil {
+		return nil, err
+	}
+	g.closers = append(g.closers, g.up.Close)
+	if g.bridge, err = startBridge(o.bridgeBin, g.up.URL(), bo); err != nil {
+		return nil, err
+	}
+	g.bridge.name = name
+	g.closers = append(g.closers, g.bridge.stop)
+	ceiling, err := o.ceilingBin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if g.ceiling, err = startCeiling(ceiling); err != nil {
+		return nil, err
+	}
+	g.closers = append(g.closers, g.ceiling.stop)
+	for _, p := range []struct {
+		b *bridgeProc
+		c *bridgev1.SubscriptionServiceClient
+	}{{g.bridge, &g.client}, {g.ceiling, &g.ceilingClient}} {
+		cc, client, err := grpcClient(p.b.grpcAddr)
+		if err != nil {
+			return nil, err
+		}
+		g.closers = append(g.closers, func() { cc.Close() })
+		*p.c = client
+	}
+	return g, nil
+}
+
+// close stops everything, last started first.
+func (g *rig) close() {
+	for _, f := range slices.Backward(g.closers) {
+		f()
+	}
+}
+
+// scenario1: one subscription, 1 KiB results, as fast as the upstream can
+// send them; every consumer reads the same count; median of o.runs.
+//
+// The upstream does not wait for the bridge's caller (a slow subscriber
+// never holds up the upstream reader), so the bridge's queue is sized to
+// hold a whole run: nothing is dropped, every consumer receives the same
+// results, and "delivered per second" is what the caller really got.
+func scenario1(ctx context.Context, o *options, r *report) error {
+	rig, err := startRig(ctx, o, "scenario1", bridgeOpts{opsPerConn: 1000, queueSize: int(o.events), dedup: true, pprof: o.profile != ""})
+	if err != nil {
+		return err
+	}
+	defer rig.close()
+	up, b, client, gb, gclient := rig.up, rig.bridge, rig.client, rig.ceiling, rig.ceilingClient
+
+	v := upstream.Vars{Mode: "burst", Count: o.events}
+	warm := upstream.Vars{Mode: "burst", Count: 20_000}
+	if _, err := bridgedConsume(ctx, client, warm, nil); err != nil {
+		return fmt.Errorf("bridged warm-up: %w", err)
+	}
+	if _, err := rawConsume(ctx, up.URL(), warm, nil); err != nil {
+		return fmt.Errorf("raw warm-up: %w", err)
+	}
+	if _, err := bridgedConsume(ctx, gclient, warm, nil); err != nil {
+		return fmt.Errorf("gRPC ceiling warm-up: %w", err)
+	}
+
+	type consumer struct {
+		name string
+		run  func() (result, error)
+	}
+	var bridgeCPU time.Duration
+	var bridgeEvents, bridgeDropped int64
+	var grpcCPU time.Duration
+	var grpcEvents int64
+	consumers := []consumer{
+		{"upstream→TCP (no framing)", func() (result, error) { return tcpCeiling(ctx, up.URL(), v) }},
+		{"(a) raw gorilla reader", func() (result, error) { return rawConsume(ctx, up.URL(), v, nil) }},
+		{"raw coder/websocket reader", func() (result, error) { return coderConsume(ctx, up.URL(), v) }},
+		{"(b) genqlient", func() (result, error) { return genqlientConsume(ctx, up.URL(), v) }},
+		{"(c) node graphql-ws", func() (result, error) { return nodeConsume(ctx, o.nodeDir, up.URL(), v) }},
+		{"gRPC only (no bridge)", func() (result, error) {
+			c0 := cpuTime(gb.pid())
+			res, err := bridgedConsume(ctx, gclient, v, nil)
+			grpcCPU += cpuTime(gb.pid()) - c0
+			grpcEvents += res.count
+			return res, err
+		}},
+		{"(d) bridged (gRPC)", func() (result, error) {
+			c0 := cpuTime(b.pid())
+			res, err := bridgedConsume(ctx, client, v, nil)
+			bridgeCPU += cpuTime(b.pid()) - c0
+			bridgeEvents += res.count
+			bridgeDropped += res.dropped
+			return res, err
+		}},
+	}
+	if o.consumers != "" {
+		consumers = slices.DeleteFunc(consumers, func(c consumer) bool {
+			return !slices.ContainsFunc(strings.Split(o.consumers, ","), func(w string) bool { return strings.Contains(c.name, w) })
+		})
+	}
+	rates := map[string][]float64{}
+	details := map[string]any{}
+	for run := 0; run < o.runs; run++ {
+		for _, c := range consumers {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			res, err := c.run()
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			if res.count+res.dropped != o.events {
+				log.Printf("%s: received %d of %d results", c.name, res.count, o.events)
+			}
+			rates[c.name] = append(rates[c.name], res.rate())
+			log.Printf("  %-28s run %d: %8d results in %7.3fs = %9.0f/s (dropped %d)", c.name, run+1, res.count, res.dur.Seconds(), res.rate(), res.dropped)
+		}
+	}
+	build := upstream.BuildRate(2_000_000)
+	raw := median(rates["(a) raw gorilla reader"])
+	grpcOnly := median(rates["gRPC only (no bridge)"])
+	r.add(s1, "upstream (no network)", "frames built", build, "events/s")
+	for _, c := range consumers {
+		r.addRatio(s1, c.name, "events/s (median of "+strconv.Itoa(o.runs)+")", median(rates[c.name]), "events/s", raw, "raw")
+		details[c.name] = rates[c.name]
+	}
+	r.addRatio(s1, "(d) bridged (gRPC)", "events/s vs the gRPC ceiling", median(rates["(d) bridged (gRPC)"]), "events/s", grpcOnly, "gRPC only")
+	r.add(s1, "(d) bridged (gRPC)", "dropped by the bridge (all runs)", float64(bridgeDropped), "events")
+	grpcPerEvent := 0.0
+	if grpcEvents > 0 {
+		grpcPerEvent = us(grpcCPU) / float64(grpcEvents)
+		r.add(s1, "gRPC only (no bridge)", "server CPU per result", grpcPerEvent, "µs")
+	}
+	cpuPerEvent := 0.0
+	if bridgeEvents > 0 {
+		cpuPerEvent = us(bridgeCPU) / float64(bridgeEvents)
+		r.addRatio(s1, "(d) bridged (gRPC)", "bridge CPU per result", cpuPerEvent, "µs", grpcPerEvent, "gRPC only")
+	}
+	details["events_per_run"] = o.events
+	details["upstream_build_rate"] = build
+	r.Details[s1] = details
+
+	bridged := median(rates["(d) bridged (gRPC)"])
+	gq, node := median(rates["(b) genqlient"]), median(rates["(c) node graphql-ws"])
+	if bridged > 0 { // goals need the consumers they compare (-consumers may leave some out)
+		if raw > 0 {
+			r.goal("1: bridged ≥ 0.5× raw direct", "≥ 0.50x", fmt.Sprintf("%.2fx (%s vs %s events/s)", bridged/raw, num(bridged), num(raw)), bridged >= 0.5*raw)
+		}
+		if gq > 0 {
+			r.goal("1: bridged ahead of genqlient", "> 1.00x", fmt.Sprintf("%.2fx (%s events/s)", bridged/gq, num(gq)), bridged > gq)
+		}
+		if node > 0 {
+			r.goal("1: bridged ahead of Node graphql-ws", "> 1.00x", fmt.Sprintf("%.2fx (%s events/s)", bridged/node, num(node)), bridged > node)
+		}
+		r.goal("1: no result dropped by the bridge", "0", strconv.FormatInt(bridgeDropped, 10), bridgeDropped == 0)
+	}
+	if o.profile != "" {
+		return profileThroughput(ctx, o, b, client, v, r)
+	}
+	return nil
+}
+
+// scenario2: a steady 1,000 results/s for a few seconds, read directly and
+// through the bridge (one after the other); added latency per quantile.
+func scenario2(ctx context.Context, o *options, r *report) error {
+	rig, err := startRig(ctx, o, "scenario2", bridgeOpts{opsPerConn: 1000, queueSize: 128, dedup: true})
+	if err != nil {
+		return err
+	}
+	defer rig.close()
+	up, client, gclient := rig.up, rig.client, rig.ceilingClient
+	warm := upstream.Vars{Mode: "rate", Rate: o.latRate, Count: int64(o.latRate / 2)}
+	if _, err := bridgedConsume(ctx, client, warm, nil); err != nil {
+		return err
+	}
+	if _, err := bridgedConsume(ctx, gclient, warm, nil); err != nil {
+		return err
+	}
+	if _, err := rawConsume(ctx, up.URL(), warm, nil); err != nil {
+		return err
+	}
+	v := upstream.Vars{Mode: "rate", Rate: o.latRate, Count: int64(o.latRate * o.latSeconds)}
+	var direct, bridged, grpcOnly []time.Duration
+	if _, err := rawConsume(ctx, up.URL(), v, &direct); err != nil {
+		return fmt.Errorf("direct: %w", err)
+	}
+	if _, err := bridgedConsume(ctx, gclient, v, &grpcOnly); err != nil {
+		return fmt.Errorf("gRPC only: %w", err)
+	}
+	if _, err := bridgedConsume(ctx, client, v, &bridged); err != nil {
+		return fmt.Errorf("bridged: %w", err)
+	}
+	slices.Sort(direct)
+	slices.Sort(bridged)
+	slices.Sort(grpcOnly)
+	qs := []struct {
+		name string
+		q    float64
+	}{{"p50", 0.50}, {"p99", 0.99}, {"p999", 0.999}}
+	details := map[string]any{"rate": o.latRate, "results": v.Count, "direct_n": len(direct), "bridged_n": len(bridged)}
+	for _, q := range qs {
+		r.add(s2, "(a) raw direct", q.name+" send→receive", us(quantile(direct, q.q)), "µs")
+	}
+	for _, q := range qs {
+		r.add(s2, "gRPC only (no bridge)", q.name+" send→receive", us(quantile(grpcOnly, q.q)), "µs")
+	}
+	for _, q := range qs {
+		r.add(s2, "(d) bridged", q.name+" send→receive", us(quantile(bridged, q.q)), "µs")
+	}
+	var p99 float64
+	for _, q := range qs {
+		added := us(quantile(bridged, q.q) - quantile(direct, q.q))
+		r.add(s2, "added by the bridge", q.name, added, "µs")
+		details["added_"+q.name+"_us"] = added
+		if q.name == "p99" {
+			p99 = added
+		}
+	}
+	for _, q := range qs {
+		r.add(s2, "added by gRPC alone", q.name+" (gRPC only minus direct)", us(quantile(grpcOnly, q.q)-quantile(direct, q.q)), "µs")
+	}
+	r.add(s2, "(d) bridged", "max send→receive", us(bridged[len(bridged)-1]), "µs")
+	r.Details[s2] = details
+	r.goal("2: p99 added latency at 1,000/s", "< 1000 µs", fmt.Sprintf("%.0f µs", p99), p99 < 1000)
+	return nil
+}
+
+// scenario3: many concurrent subscriptions through one bridge process.
+func scenario3(ctx context.Context, o *options, r *report) error {
+	up, err := upstream.Start("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: o.opsPerConn, queueSize: 128, dedup: true, pprof: o.profile != ""})
+	if err != nil {
+		return err
+	}
+	b.name = "scenario3"
+	defer b.stop()
+	time.Sleep(300 * time.Millisecond)
+	rss0, _ := memory(b.pid())
+	cpu0 := cpuTime(b.pid())
+
+	sw, err := newSwarm(ctx, b.grpcAddr, o.grpcConns, o.subs)
+	if err != nil {
+		return err
+	}
+	defer sw.close()
+	period := int(o.period / time.Millisecond)
+	profDone := make(chan error, 1)
+	if o.profile != "" { // where the bridge's CPU goes while subscriptions open
+		go func() { profDone <- saveProfile(ctx, b, o.profile, "profile?seconds=20", "cpu-subscribe", "") }()
+	} else {
+		profDone <- nil
+	}
+	t0 := time.Now()
+	got, openErr := sw.open(o.subs, 5000, 6*time.Minute, func(i int) *bridgev1.SubscribeRequest {
+		return request(upstream.Vars{Mode: "periodic", PeriodMS: period, Key: "s3-" + strconv.Itoa(i)})
+	})
+	openDur := time.Since(t0)
+	openCPU := cpuTime(b.pid()) - cpu0
+	if openErr != nil {
+		log.Printf("scale: %v", openErr)
+	}
+	log.Printf("  %d subscriptions open in %.1fs", got, openDur.Seconds())
+	allEvents := sw.waitFor(3*o.period+30*time.Second, func() bool { return sw.withEvent.Load() >= got })
+	log.Printf("  %d subscriptions received a result (all: %t)", sw.withEvent.Load(), allEvents)
+
+	// Steady state.
+	c1, e1, t1 := cpuTime(b.pid()), sw.events.Load(), time.Now()
+	select {
+	case <-time.After(o.window):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c2, e2, t2 := cpuTime(b.pid()), sw.events.Load(), time.Now()
+	rss, hwm := memory(b.pid())
+	m := b.metrics(ctx, "go_goroutines", "gqlbridge_subscribers", "gqlbridge_upstream_operations", "gqlbridge_reconnects_total",
+		"go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_heap_alloc_bytes", "go_memstats_heap_objects")
+	conns := b.labelled(ctx, "gqlbridge_upstream_connections")
+	readyConns := conns[`{state="ready",upstream="x"}`]
+	selfRSS, _ := memory(os.Getpid())
+	ust := up.Stats()
+	// Every stream must still be healthy: none ended.
+	ended := sw.ended.Load()
+	withEvent := sw.withEvent.Load()
+
+	n := float64(got)
+	target := float64(o.subs)
+	r.addRatio(s3, "bridge", "subscriptions open", n, "subs", target, "target")
+	r.addRatio(s3, "bridge", "subscriptions with ≥1 result", float64(withEvent), "subs", target, "target")
+	r.add(s3, "bridge", "streams ended early", float64(ended), "subs")
+	r.add(s3, "bridge", "time to open all", openDur.Seconds(), "s")
+	r.add(s3, "bridge", "subscribe rate", n/openDur.Seconds(), "subs/s")
+	r.add(s3, "bridge", "CPU per subscribe", us(openCPU)/max(n, 1), "µs")
+	r.add(s3, "bridge", "RSS (VmRSS)", float64(rss)/mib, "MiB")
+	r.add(s3, "bridge", "RSS peak (VmHWM)", float64(hwm)/mib, "MiB")
+	r.add(s3, "bridge", "RSS per subscription", float64(rss-rss0)/max(n, 1)/1024, "KiB")
+	r.add(s3, "bridge", "goroutine stacks in use", m["go_memstats_stack_inuse_bytes"]/mib, "MiB")
+	r.add(s3, "bridge", "heap in use", m["go_memstats_heap_inuse_bytes"]/mib, "MiB")
+	r.add(s3, "bridge", "heap live objects per subscription", m["go_memstats_heap_objects"]/max(n, 1), "objects")
+	r.add(s3, "bridge", "goroutines", m["go_goroutines"], "")
+	r.add(s3, "bridge", "goroutines per subscription", m["go_goroutines"]/max(n, 1), "")
+	r.add(s3, "bridge", "OS threads", float64(threads(b.pid())), "")
+	r.add(s3, "bridge", "upstream connections (bridge)", readyConns, "conns")
+	r.add(s3, "upstream", "connections (server side)", float64(ust.Conns), "conns")
+	r.add(s3, "upstream", "operations subscribed", float64(ust.Subscribes), "ops")
+	r.add(s3, "bridge", "upstream reconnects", m["gqlbridge_reconnects_total"], "reconnects")
+	evRate := float64(e2-e1) / t2.Sub(t1).Seconds()
+	r.add(s3, "bridge", "results delivered (steady)", evRate, "events/s")
+	r.add(s3, "bridge", "CPU (steady)", 100*(c2-c1).Seconds()/t2.Sub(t1).Seconds(), "% of 1 core")
+	if e2 > e1 {
+		r.add(s3, "bridge", "CPU per result (steady)", us(c2-c1)/float64(e2-e1), "µs")
+	}
+	r.add(s3, "bench client", "RSS (gRPC client + upstream)", float64(selfRSS)/mib, "MiB")
+	details := map[string]any{"target": o.subs, "opened": got, "ops_per_conn": o.opsPerConn, "grpc_client_conns": o.grpcConns,
+		"period_ms": period, "rss_idle_bytes": rss0, "rss_bytes": rss, "hwm_bytes": hwm, "metrics": m, "connections": conns}
+	if openErr != nil {
+		details["open_error"] = openErr.Error()
+	}
+	if err := <-profDone; err != nil {
+		return err
+	}
+	if o.profile != "" {
+		if err := saveProfile(ctx, b, o.profile, "heap", "heap-100k", "inuse_space"); err != nil {
+			return err
+		}
+		if err := saveProfile(ctx, b, o.profile, "goroutine", "goroutine-100k", ""); err != nil {
+			return err
+		}
+	}
+	r.Details[s3] = details
+	measured := fmt.Sprintf("%d open, %d with results", got, withEvent)
+	if openErr != nil {
+		measured += " (" + openErr.Error() + ")"
+	}
+	r.goal(fmt.Sprintf("3: %d subscriptions, every one receiving", o.subs), "all", measured,
+		got == int64(o.subs) && withEvent == got && ended == 0)
+	r.goal("3: bridge RSS", "< 2048 MiB", fmt.Sprintf("%.0f MiB (peak %.0f)", float64(rss)/mib, float64(hwm)/mib), rss < 2<<30 && got == int64(o.subs))
+	return nil
+}
+
+// scenario4: the upstream dies under live subscriptions and comes back on
+// the same port.
+func scenario4(ctx context.Context, o *options, r *report) error {
+	up, err := upstream.Start("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: o.stormOpsPerConn, queueSize: 128, dedup: true})
+	if err != nil {
+		return err
+	}
+	b.name = "scenario4"
+	defer b.stop()
+	n := o.stormSubs
+	sw, err := newSwarm(ctx, b.grpcAddr, min(o.grpcConns, 20), n)
+	if err != nil {
+		return err
+	}
+	defer sw.close()
+	got, err := sw.open(n, 5000, 2*time.Minute, func(i int) *bridgev1.SubscribeRequest {
+		return request(upstream.Vars{Mode: "periodic", PeriodMS: 1000, Key: "s4-" + strconv.Itoa(i)})
+	})
+	if err != nil {
+		return err
+	}
+	if !sw.waitFor(30*time.Second, func() bool { return sw.withEvent.Load() >= got }) {
+		return fmt.Errorf("only %d of %d subscriptions received a result before the storm", sw.withEvent.Load(), got)
+	}
+	before := up.Stats()
+	up.ResetStats()
+	sw.marked.Store(true)
+	log.Printf("  killing the upstream under %d subscriptions on %d connections", got, before.Conns)
+	up.Kill()
+	select {
+	case <-time.After(o.stormDown):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := up.Restart(); err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	tUp := time.Now()
+	allResub := sw.waitFor(60*time.Second, func() bool { return sw.resubscribed.Load() >= got })
+	tAll := time.Since(tUp)
+	allFlow := sw.waitFor(30*time.Second, func() bool { return sw.afterResub.Load() >= got })
+	time.Sleep(2 * time.Second) // let duplicates show
+	after := up.Stats()
+
+	var resubTimes []time.Duration
+	var dupN, gapN, seqGaps, lost, multi int64
+	for i := range sw.stats[:got] {
+		st := &sw.stats[i]
+		dupN += st.dupN.Load()
+		gapN += st.gapN.Load()
+		seqGaps += st.seqGaps.Load()
+		if st.resubs.Load() > 1 {
+			multi++
+		}
+		if at := st.resubAt.Load(); at != 0 {
+			resubTimes = append(resubTimes, time.Duration(at-tUp.UnixNano()))
+		}
+		if st.resubs.Load() == 0 || st.afterResub.Load() == 0 || st.ended.Load() {
+			lost++
+		}
+	}
+	slices.Sort(resubTimes)
+	allIn := time.Duration(0)
+	if len(resubTimes) > 0 {
+		allIn = resubTimes[len(resubTimes)-1]
+	}
+	if !allResub {
+		allIn = tAll
+	}
+	r.add(s4, "bridge", "live subscriptions", float64(got), "subs")
+	r.add(s4, "bridge", "upstream connections before", float64(before.Conns), "conns")
+	r.add(s4, "bridge", "upstream down for", o.stormDown.Seconds(), "s")
+	r.add(s4, "client", "streams told STATE_RECONNECTING", float64(sw.reconnecting.Load()), "subs")
+	r.add(s4, "client", "STATE_RECONNECTING messages", float64(sw.reconnEvents.Load()), "events")
+	r.add(s4, "client", "STATE_RESUBSCRIBED heard", float64(sw.resubscribed.Load()), "subs")
+	r.add(s4, "client", "all resubscribed after return", allIn.Seconds(), "s")
+	r.add(s4, "client", "p50 resubscribed after return", quantile(resubTimes, 0.5).Seconds(), "s")
+	r.add(s4, "client", "p99 resubscribed after return", quantile(resubTimes, 0.99).Seconds(), "s")
+	r.add(s4, "upstream", "dials (upgrades) after return", float64(after.Upgrades), "dials")
+	r.add(s4, "upstream", "operations resubscribed", float64(after.Subscribes), "ops")
+	r.add(s4, "upstream", "keys with duplicate operations", float64(after.DupKeys), "keys")
+	r.add(s4, "client", "subscriptions lost", float64(lost), "subs")
+	r.add(s4, "client", "duplicate results delivered", float64(dupN), "events")
+	r.add(s4, "client", "results missed during outage", float64(gapN), "events")
+	r.add(s4, "client", "streams resubscribed twice", float64(multi), "subs")
+	r.add(s4, "client", "results dropped by the bridge", float64(seqGaps), "events")
+	r.Details[s4] = map[string]any{"subs": got, "ops_per_conn": o.stormOpsPerConn, "down_s": o.stormDown.Seconds(),
+		"all_resubscribed": allResub, "all_flowing": allFlow, "failed_streams": sw.failed.Load(), "first_error": fmt.Sprint(sw.err())}
+	r.goal("4: all resubscribed within 5 s of return", "< 5 s", fmt.Sprintf("%.2f s (%d of %d)", allIn.Seconds(), sw.resubscribed.Load(), got),
+		allResub && allIn < 5*time.Second)
+	r.goal("4: no subscription lost or duplicated", "0 / 0", fmt.Sprintf("%d lost, %d duplicate results, %d duplicate ops", lost, dupN, after.DupKeys),
+		lost == 0 && dupN == 0 && after.DupKeys == 0)
+	r.goal("4: dials bounded by connections", fmt.Sprintf("≤ %d", before.Conns), strconv.FormatInt(after.Upgrades, 10), after.Upgrades <= int64(before.Conns))
+	return nil
+}
+
+// scenario5: one deduplicated upstream operation fanned out to many
+// subscribers at a steady rate.
+func scenario5(ctx context.Context, o *options, r *report) error {
+	up, err := upstream.Start("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer up.Close()
+	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: 1000, queueSize: 128, dedup: true, pprof: o.profile != ""})
+	if err != nil {
+		return err
+	}
+	b.name = "scenario5"
+	defer b.stop()
+	n := o.fanSubs
+	sw, err := newSwarm(ctx, b.grpcAddr, min(o.grpcConns, 20), n)
+	if err != nil {
+		return err
+	}
+	defer sw.close()
+	count := int64(o.fanRate * o.fanSeconds)
+	v := upstream.Vars{Mode: "rate", Rate: o.fanRate, Count: count, Gate: "fanout"}
+	req := request(v)
+	got, err := sw.open(n, 5000, 2*time.Minute, func(int) *bridgev1.SubscribeRequest { return req })
+	if err != nil {
+		return err
+	}
+	ops := up.Stats().Subscribes
+	profDone := make(chan error, 1)
+	if o.profile != "" {
+		secs := max(1, int(o.fanSeconds))
+		go func() {
+			profDone <- saveProfile(ctx, b, o.profile, "profile?seconds="+strconv.Itoa(secs), "cpu-fanout", "")
+		}()
+		time.Sleep(100 * time.Millisecond)
+	} else {
+		profDone <- nil
+	}
+	c0, t0 := cpuTime(b.pid()), time.Now()
+	up.Release("fanout")
+	done := sw.waitFor(time.Duration(o.fanSeconds*3*float64(time.Second))+60*time.Second, func() bool { return sw.ended.Load() >= got })
+	dur := time.Since(t0)
+	cpu := cpuTime(b.pid()) - c0
+	delivered := sw.events.Load()
+	if err := <-profDone; err != nil {
+		return err
+	}
+	if o.profile != "" {
+		if err := saveProfile(ctx, b, o.profile, "allocs", "allocs-fanout", "alloc_space"); err != nil {
+			return err
+		}
+	}
+	var seqGaps, short int64
+	for i := range sw.stats[:got] {
+		st := &sw.stats[i]
+		seqGaps += st.seqGaps.Load()
+		if last := st.lastSeq.Load(); int64(last) < count {
+			short += count - int64(last)
+		}
+	}
+	expected := int64(got) * count
+	rate := float64(delivered) / dur.Seconds()
+	perEvent := us(cpu) / max(float64(delivered), 1)
+	r.add(s5, "bridge", "subscribers", float64(got), "subs")
+	r.add(s5, "upstream", "operations", float64(ops), "ops")
+	r.add(s5, "upstream", "results sent", float64(count), "events")
+	r.add(s5, "upstream", "rate", o.fanRate, "events/s")
+	r.add(s5, "bridge", "results delivered", float64(delivered), "events")
+	r.add(s5, "bridge", "delivered per second", rate, "events/s")
+	r.add(s5, "bridge", "dropped (sequence gaps)", float64(seqGaps+short), "events")
+	r.add(s5, "bridge", "CPU", 100*cpu.Seconds()/dur.Seconds(), "% of 1 core")
+	rss, hwm := memory(b.pid())
+	r.add(s5, "bridge", "RSS after the run", float64(rss)/mib, "MiB")
+	r.add(s5, "bridge", "RSS peak (VmHWM)", float64(hwm)/mib, "MiB")
+	r.add(s5, "bridge", "RSS peak per subscriber", float64(hwm)/float64(max(got, 1))/1024, "KiB")
+	ref, ok := r.find(s1, "(d) bridged (gRPC)", "bridge CPU per result")
+	if ok {
+		r.addRatio(s5, "bridge", "CPU per delivered result", perEvent, "µs", ref, "scenario 1")
+	} else {
+		r.add(s5, "bridge", "CPU per delivered result", perEvent, "µs")
+	}
+	r.Details[s5] = map[string]any{"subs": got, "count": count, "rate": o.fanRate, "delivered": delivered, "expected": expected,
+		"seconds": dur.Seconds(), "cpu_s": cpu.Seconds(), "all_ended": done, "failed_streams": sw.failed.Load(), "first_error": fmt.Sprint(sw.err())}
+	r.goal("5: fan-out reported against scenario 1", "1 op, all delivered",
+		fmt.Sprintf("%d op(s), %d of %d delivered, %.2f µs CPU/result", ops, delivered, expected, perEvent),
+		ops == 1 && delivered == expected && sw.failed.Load() == 0)
+	return nil
+}

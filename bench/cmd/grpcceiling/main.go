@@ -1,0 +1,65 @@
+// Command grpcceiling is the gRPC-only baseline of the benchmarks: a
+// SubscriptionService that streams variables.count 1 KiB results straight
+// from its handler (at variables.rate per second when set), with no
+// upstream and no bridge in between. It uses the bridge's codec and stream
+// limit, so what it measures is what gRPC alone costs between two processes
+// on this machine: the ceiling of any gRPC bridge here.
+package main
+
+import (
+	"context"
+	"flag"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/gqlbridge/gqlbridge/bench/upstream"
+	"github.com/gqlbridge/gqlbridge/bridge"
+	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
+)
+
+func main() {
+	addr := flag.String("grpc", "127.0.0.1:50051", "gRPC address")
+	flag.Parse()
+	lis, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	gs := grpc.NewServer(grpc.MaxConcurrentStreams(1<<20), bridge.Codec())
+	bridgev1.RegisterSubscriptionServiceServer(gs, server{})
+	go func() { _ = gs.Serve(lis) }()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	gs.Stop()
+}
+
+type server struct {
+	bridgev1.UnimplementedSubscriptionServiceServer
+}
+
+// Subscribe sends the upstream's results, byte for byte the same shape.
+func (server) Subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error {
+	fields := req.GetVariables().GetFields()
+	count := int64(fields["count"].GetNumberValue())
+	rate := fields["rate"].GetNumberValue()
+	next := &bridgev1.Next{}
+	resp := &bridgev1.SubscribeResponse{Event: &bridgev1.SubscribeResponse_Next{Next: next}}
+	start := time.Now()
+	for i := int64(1); i <= count; i++ {
+		if rate > 0 {
+			time.Sleep(time.Until(start.Add(time.Duration(float64(i-1) * float64(time.Second) / rate))))
+		}
+		next.Result = upstream.AppendResult(next.Result[:0], i, time.Now().UnixNano())
+		next.Sequence = uint64(i)
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
