@@ -111,6 +111,12 @@ upstreams:
 	if _, _, st := consume(t.Context(), t, dial("stranger.svc"), req); st.Code() != codes.Unauthenticated || reasonOf(st) != "CALLER_UNAUTHENTICATED" {
 		t.Fatalf("stranger: %v", st)
 	}
+	// Authentication comes before validation: a stranger cannot probe for
+	// upstream names through NOT_FOUND.
+	probe := &bridgev1.SubscribeRequest{Upstream: "no-such-upstream", Query: req.Query}
+	if _, _, st := consume(t.Context(), t, dial("stranger.svc"), probe); st.Code() != codes.Unauthenticated {
+		t.Fatalf("stranger asking for an unknown upstream: %v, want UNAUTHENTICATED", st)
+	}
 	// reports authenticates with its bearer token but may use only "other".
 	withToken := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer caller-secret-2")
 	if _, _, st := consume(withToken, t, dial("stranger.svc"), req); st.Code() != codes.PermissionDenied || reasonOf(st) != "CALLER_NOT_ALLOWED" {
