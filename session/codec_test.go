@@ -146,3 +146,40 @@ func BenchmarkDecodeEnvelopeStdlib(b *testing.B) {
 		}
 	}
 }
+
+// TestScanStringEveryPosition puts each byte that ends a plain run (and a
+// few that do not) at every offset of strings long enough for the
+// eight-byte fast path, and checks scanString against a byte-by-byte scan.
+func TestScanStringEveryPosition(t *testing.T) {
+	t.Parallel()
+	naive := func(b []byte) (end int, ok bool) {
+		for j := 1; j < len(b); j++ {
+			switch c := b[j]; {
+			case c == '"':
+				return j + 1, true
+			case c == '\\':
+				j++
+			case c < 0x20:
+				return j, false
+			}
+		}
+		return len(b), false
+	}
+	for _, c := range []byte{'"', '\\', 0x00, 0x1f, 0x20, 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xff} {
+		for n := 1; n <= 24; n++ {
+			for at := 0; at < n; at++ {
+				body := []byte(strings.Repeat("a", n))
+				body[at] = c
+				if c == '\\' && at+1 < n {
+					body[at+1] = 'n'
+				}
+				b := append(append([]byte{'"'}, body...), '"', ' ', 'x')
+				_, _, next, err := scanString(b, 0)
+				end, ok := naive(b)
+				if ok != (err == nil) || ok && next != end {
+					t.Fatalf("%q: scanString next=%d err=%v; byte by byte end=%d ok=%t", b, next, err, end, ok)
+				}
+			}
+		}
+	}
+}
