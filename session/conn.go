@@ -227,6 +227,7 @@ func Dial(cfg Config) (*Conn, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
+	cfg.HTTPClient = bufferedClient(cfg.HTTPClient)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
 		cfg:       cfg,
