@@ -32,7 +32,9 @@ func (f *fanout) OnNext(payload []byte) {
 		s.pushNext(p)
 	}
 	f.mu.Unlock()
-	f.pool.metrics.eventsIn(f.pool.name)
+	if f.pool.in != nil {
+		f.pool.in.Inc()
+	}
 }
 
 func (f *fanout) OnEvent(ev session.Event) {

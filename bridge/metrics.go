@@ -53,10 +53,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) eventsIn(upstream string) {
-	if m != nil {
-		m.eventsInC.WithLabelValues(upstream).Inc()
+// eventIn returns the counter of results read from upstream, looked up once
+// rather than per result; nil without metrics.
+func (m *Metrics) eventIn(upstream string) prometheus.Counter {
+	if m == nil {
+		return nil
 	}
+	return m.eventsInC.WithLabelValues(upstream)
 }
 
 func (m *Metrics) eventOut(upstream string) prometheus.Counter {

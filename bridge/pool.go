@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gqlbridge/gqlbridge/session"
 )
 
@@ -30,6 +32,7 @@ type upstreamPool struct {
 	up      *Upstream
 	log     *slog.Logger
 	metrics *Metrics
+	in      prometheus.Counter // results read from the upstream; nil without metrics
 
 	mu       sync.Mutex
 	conns    map[string][]*pooledConn // by credential identity
@@ -41,7 +44,7 @@ type upstreamPool struct {
 }
 
 func newUpstreamPool(name string, up *Upstream, log *slog.Logger, m *Metrics) *upstreamPool {
-	return &upstreamPool{name: name, up: up, log: log.With("upstream", name), metrics: m,
+	return &upstreamPool{name: name, up: up, log: log.With("upstream", name), metrics: m, in: m.eventIn(name),
 		conns: map[string][]*pooledConn{}, shared: map[string]*fanout{}}
 }
 
