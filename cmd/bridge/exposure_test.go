@@ -11,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -30,11 +28,7 @@ import (
 // logs, the gRPC statuses (message and details), /metrics, the status page,
 // /status.json or /debug/pprof/cmdline.
 func TestSecretsNeverExposed(t *testing.T) {
-	demo, err := demoupstream.Start(demoupstream.Options{Token: "good-upstream-secret"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer demo.Close()
+	demo := startDemo(t, demoupstream.Options{Token: "good-upstream-secret"})
 	tokenFile := t.TempDir() + "/caller-token"
 	if err := os.WriteFile(tokenFile, []byte("caller-bearer-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -64,11 +58,7 @@ upstreams:
     token: {forward: x-upstream-authorization}
     connection_params: {Authorization: "Bearer {{token}}"}
 `)
-	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := s.dial(t)
 	appMD := metadata.Pairs("authorization", "Bearer caller-bearer-secret")
 	query := func(upstream string) *bridgev1.SubscribeRequest {
 		return &bridgev1.SubscribeRequest{Upstream: upstream, Query: "subscription { ticker(count: 2, intervalMs: 5) { n } }"}
@@ -151,11 +141,7 @@ func TestRequestCannotChooseAddress(t *testing.T) {
 			c.Close()
 		}
 	}()
-	demo, err := demoupstream.Start(demoupstream.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer demo.Close()
+	demo := startDemo(t, demoupstream.Options{})
 	s := startServe(t, `
 server:
   grpc_address: ADDR
@@ -165,11 +151,7 @@ upstreams:
   demo:
     url: `+demo.URL()+`
 `)
-	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := s.dial(t)
 	addr := trap.Addr().String()
 	url := "ws://" + addr + "/graphql"
 	vars, _ := structpb.NewStruct(map[string]any{"url": url, "upstream": url})

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/gqlbridge/gqlbridge/internal/demoupstream"
 )
 
 // served is a bridge started with run(serve) in-process.
@@ -27,6 +29,29 @@ type served struct {
 	addr string
 	logs *syncBuffer
 	stop func()
+}
+
+// startDemo runs the gqlgen demo upstream until the test ends.
+func startDemo(t *testing.T, o demoupstream.Options) *demoupstream.Server {
+	t.Helper()
+	demo, err := demoupstream.Start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { demo.Close() })
+	return demo
+}
+
+// dial is a plaintext gRPC client of the served bridge, closed when the
+// test ends.
+func (s *served) dial(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // startServe writes cfg (with ADDR replaced by a free loopback address)

@@ -51,11 +51,7 @@ func (s *syncBuffer) String() string {
 // in-process against the gqlgen demo upstream over loopback, with a token
 // from the environment, then drains on cancel.
 func TestServeAndSubscribe(t *testing.T) {
-	demo, err := demoupstream.Start(demoupstream.Options{Token: "tok-from-env"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer demo.Close()
+	demo := startDemo(t, demoupstream.Options{Token: "tok-from-env"})
 	t.Setenv("GQLBRIDGE_TEST_TOKEN", "tok-from-env")
 	grpcAddr := freeAddr(t)
 	cfgPath := filepath.Join(t.TempDir(), "bridge.yaml")

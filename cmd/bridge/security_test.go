@@ -13,7 +13,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -60,11 +59,7 @@ func reasonOf(st *status.Status) string {
 // is known by its client certificate or its bearer token, may use only its
 // upstreams, and secrets reach neither the logs nor the errors.
 func TestCallerAuthAndMTLS(t *testing.T) {
-	demo, err := demoupstream.Start(demoupstream.Options{Token: "upstream-secret-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer demo.Close()
+	demo := startDemo(t, demoupstream.Options{Token: "upstream-secret-1"})
 	pki := newPKI(t, "billing.svc", "stranger.svc", "reports.svc")
 	tokenFile := filepath.Join(t.TempDir(), "reports-token")
 	os.WriteFile(tokenFile, []byte("caller-secret-2\n"), 0o600)
@@ -148,11 +143,7 @@ upstreams:
 // rejected forwarded credential ends the stream with UNAUTHENTICATED without
 // a refresh loop.
 func TestForwardedCredentials(t *testing.T) {
-	demo, err := demoupstream.Start(demoupstream.Options{Token: "alice-token"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer demo.Close()
+	demo := startDemo(t, demoupstream.Options{Token: "alice-token"})
 	s := startServe(t, `
 server:
   grpc_address: ADDR
@@ -164,11 +155,7 @@ upstreams:
     token: {forward: authorization}
     connection_params: {Authorization: "Bearer {{token}}"}
 `)
-	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := s.dial(t)
 	req := &bridgev1.SubscribeRequest{Upstream: "demo", Query: "subscription { ticker(count: 2, intervalMs: 5) { n } }"}
 	alice := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer alice-token")
 	if n, _, st := consume(alice, t, conn, req); st.Code() != codes.OK || n != 2 {
@@ -195,11 +182,7 @@ upstreams:
 // JSON with expires_in) says when, and the bridge rotates the connection
 // before that, so the stream never sees STATE_RECONNECTING.
 func TestTokenRotationWithoutReconnect(t *testing.T) {
-	demo, err := demoupstream.Start(demoupstream.Options{Token: "rot", TokenTTL: 1500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer demo.Close()
+	demo := startDemo(t, demoupstream.Options{Token: "rot", TokenTTL: 1500 * time.Millisecond})
 	s := startServe(t, `
 server:
   grpc_address: ADDR
@@ -213,11 +196,7 @@ upstreams:
       rotate_before: 1s
     connection_params: {Authorization: "Bearer {{token}}"}
 `)
-	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := s.dial(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	stream, err := bridgev1.NewSubscriptionServiceClient(conn).Subscribe(ctx, &bridgev1.SubscribeRequest{Upstream: "demo",
@@ -256,11 +235,7 @@ upstreams:
 // it; serve must still stop (the gRPC server's Stop frees the handler) and
 // close the upstream.
 func TestDrainWithCallerThatNeverReads(t *testing.T) {
-	demo, err := demoupstream.Start(demoupstream.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer demo.Close()
+	demo := startDemo(t, demoupstream.Options{})
 	s := startServe(t, `
 server:
   grpc_address: ADDR
@@ -271,11 +246,7 @@ upstreams:
     url: `+demo.URL()+`
     queue: {size: 100000}
 `)
-	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := s.dial(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	if _, err := bridgev1.NewSubscriptionServiceClient(conn).Subscribe(ctx, &bridgev1.SubscribeRequest{Upstream: "demo",
