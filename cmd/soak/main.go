@@ -65,7 +65,7 @@ func main() {
 	fs.IntVar(&o.slow, "slow", 20, "slow readers (drop_oldest)")
 	fs.Float64Var(&o.churn, "churn", 50, "subscribe/cancel cycles per second")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "bridge log level to stderr: debug, info, warn, error")
-	fs.StringVar(&o.heapProfile, "heap-profile", "", "write a heap profile here when the load ends, before shutdown (go tool pprof)")
+	fs.StringVar(&o.heapProfile, "heap-profile", "", "write a heap profile here at the end of the run, while the long-lived subscriptions still run (go tool pprof)")
 	_ = fs.Parse(os.Args[1:])
 	if o.heapProfile != "" {
 		// Sample every 16 KiB allocated rather than 512 KiB, so that the
@@ -95,11 +95,6 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) int {
 		return 1
 	}
 	s.runLoad(ctx)
-	if o.heapProfile != "" {
-		if err := writeHeapProfile(o.heapProfile); err != nil {
-			fmt.Fprintln(stderr, "soak: -heap-profile:", err)
-		}
-	}
 	s.shutdown()
 	s.report()
 	if len(s.violations) > 0 {

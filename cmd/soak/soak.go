@@ -286,6 +286,11 @@ func (s *soak) runLoad(ctx context.Context) {
 		wg.Go(func() { s.restartLoop(ctx) })
 	}
 	s.sampleLoop(ctx)
+	if s.o.heapProfile != "" { // while every long-lived subscription still runs
+		if err := writeHeapProfile(s.o.heapProfile); err != nil {
+			fmt.Fprintln(s.out, "soak: -heap-profile:", err)
+		}
+	}
 
 	// The duration is over: wait for churn cycles in flight, then end every
 	// caller.
