@@ -59,6 +59,12 @@ func (s *served) dial(t *testing.T) *grpc.ClientConn {
 // service answers.
 func startServe(t *testing.T, cfg string, dial ...grpc.DialOption) *served {
 	t.Helper()
+	return startServeArgs(t, []string{"--log-level", "debug"}, cfg, dial...)
+}
+
+// startServeArgs is startServe with serve's flags other than --config.
+func startServeArgs(t *testing.T, flags []string, cfg string, dial ...grpc.DialOption) *served {
+	t.Helper()
 	addr := freeAddr(t)
 	path := filepath.Join(t.TempDir(), "bridge.yaml")
 	if err := os.WriteFile(path, []byte(strings.ReplaceAll(cfg, "ADDR", addr)), 0o600); err != nil {
@@ -67,7 +73,7 @@ func startServe(t *testing.T, cfg string, dial ...grpc.DialOption) *served {
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"serve", "--config", path, "--log-level", "debug"}, logs, logs) }()
+	go func() { done <- run(ctx, append([]string{"serve", "--config", path}, flags...), logs, logs) }()
 	s := &served{addr: addr, logs: logs}
 	var once bool
 	s.stop = func() {

@@ -63,6 +63,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	var usage usageError
+	if errors.As(err, &usage) {
+		if !usage.printed {
+			fmt.Fprintln(stderr, "bridge:", err)
+		}
+		return 2
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "bridge:", err)
 		return 1
@@ -76,4 +83,24 @@ func versionString() string {
 		v = bi.Main.Version
 	}
 	return "gqlbridge " + v
+}
+
+// usageError is a command line a command cannot run: exit status 2, as for
+// an unknown command. printed says the flag package already reported it.
+type usageError struct {
+	err     error
+	printed bool
+}
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// parseFlags parses args; a bad flag is a usageError (the flag package has
+// printed it and the usage), --help is flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return usageError{err: err, printed: true}
 }

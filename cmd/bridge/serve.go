@@ -43,12 +43,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "Usage: bridge serve --config FILE [flags]\n\nRuns the service until SIGTERM or SIGINT, then drains.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *cfgPath == "" {
 		fs.Usage()
-		return errors.New("serve: --config is required")
+		return usageError{err: errors.New("serve: --config is required")}
 	}
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -222,12 +222,12 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: bridge check-config FILE\n\nValidates FILE without starting anything.")
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return errors.New("check-config: name one file")
+		return usageError{err: errors.New("check-config: name one file")}
 	}
 	cfg, err := config.Load(fs.Arg(0))
 	if err != nil {
