@@ -119,6 +119,10 @@ func New(cfg Config) (*Server, error) {
 
 // Subscribe runs one subscription for one caller.
 func (s *Server) Subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error {
+	// Only the name outlives subscribe: the request (its variables decoded
+	// into maps) is garbage once the operation started, not held for the
+	// life of the stream.
+	upstream := req.GetUpstream()
 	var err error
 	if s.enter() {
 		defer s.leave()
@@ -126,15 +130,15 @@ func (s *Server) Subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStr
 	} else {
 		err = ErrDraining
 	}
-	st := Status(req.GetUpstream(), err)
-	if s.cfg.Metrics != nil && s.pools[req.GetUpstream()] != nil {
+	st := Status(upstream, err)
+	if s.cfg.Metrics != nil && s.pools[upstream] != nil {
 		reason := ""
 		if d := st.Details(); len(d) > 0 {
 			if info, ok := d[0].(interface{ GetReason() string }); ok {
 				reason = info.GetReason()
 			}
 		}
-		s.cfg.Metrics.terminated(req.GetUpstream(), st.Code().String(), reason)
+		s.cfg.Metrics.terminated(upstream, st.Code().String(), reason)
 	}
 	return st.Err()
 }
@@ -217,6 +221,9 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
+			// Hold no result while waiting for the next: a stream's last
+			// result would otherwise live as long as the stream.
+			next.Result, onL.Lifecycle = nil, nil
 			batch[i] = item{}
 			if out != nil && it.ev == nil {
 				out.Inc()
