@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -163,6 +164,13 @@ func scanString(b []byte, i int) (s []byte, escaped bool, next int, err error) {
 		return nil, false, i, fmt.Errorf("expected a string at offset %d", i)
 	}
 	start := i + 1
+	// Most strings hold no escape: find the closing quote and check what
+	// lies before it with the vectorised IndexByte.
+	if q := bytes.IndexByte(b[start:], '"'); q >= 0 {
+		if s := b[start : start+q]; bytes.IndexByte(s, '\\') < 0 && !hasControl(s) {
+			return s, false, start + q + 1, nil
+		}
+	}
 	for j := start; j < len(b); j++ {
 		for j+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[j:])) {
 			j += 8
@@ -199,6 +207,23 @@ func scanString(b []byte, i int) (s []byte, escaped bool, next int, err error) {
 		}
 	}
 	return nil, false, len(b), errors.New("unterminated string")
+}
+
+// hasControl reports whether s holds a byte below 0x20.
+func hasControl(s []byte) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for len(s) >= 8 {
+		if x := binary.LittleEndian.Uint64(s); (x-ones*0x20) & ^x & highs != 0 {
+			return true
+		}
+		s = s[8:]
+	}
+	for _, c := range s {
+		if c < 0x20 {
+			return true
+		}
+	}
+	return false
 }
 
 // special8 reports whether any of the eight bytes of x ends a plain run in
