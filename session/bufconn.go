@@ -14,7 +14,8 @@ import (
 const readBufferSize = 64 << 10
 
 // bufferedClient returns a copy of hc whose connections read through a
-// readBufferSize buffer, beneath TLS when there is TLS. A client whose
+// readBufferSize buffer, beneath TLS when there is TLS, and are never kept
+// for reuse. A client whose
 // transport is not an *http.Transport is returned as it is.
 func bufferedClient(hc *http.Client) *http.Client {
 	var tr *http.Transport
@@ -30,6 +31,10 @@ func bufferedClient(hc *http.Client) *http.Client {
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
+	// An upgraded connection is never returned to the pool, and one whose
+	// upgrade was refused (a 503, a 401) must not wait there either: it
+	// would hold a socket and two goroutines until the idle timeout.
+	tr.DisableKeepAlives = true
 	tr.DialContext = bufferedDial(dial)
 	if tr.DialTLSContext != nil {
 		tr.DialTLSContext = bufferedDial(tr.DialTLSContext)
