@@ -77,7 +77,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "directory: profile the bridge (CPU, allocations, heap) under scenarios 1, 3 and 5 and write the profiles there")
 	flag.DurationVar(&o.quiet, "quiet-wait", 20*time.Second, "before each scenario, wait up to this long for other processes to leave the CPUs alone")
 	flag.Int64Var(&o.events, "events", 300_000, "scenario 1: results per run")
-	flag.IntVar(&o.runs, "runs", 3, "scenario 1: runs per consumer (the median is reported)")
+	flag.IntVar(&o.runs, "runs", 5, "scenario 1: runs per consumer (the median is reported)")
 	flag.StringVar(&o.consumers, "consumers", "", "scenario 1: run only the consumers whose names contain one of these words, comma separated (e.g. bridged,gRPC); default all")
 	flag.Float64Var(&o.latRate, "latency-rate", 1000, "scenario 2: results per second")
 	flag.Float64Var(&o.latSeconds, "latency-seconds", 5, "scenario 2: seconds per consumer")
