@@ -103,21 +103,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		opts = append(opts, grpc.Creds(creds))
 	}
 
-	gs := grpc.NewServer(append(opts,
+	opts = append(opts,
 		// Many subscriptions share a connection from one caller.
 		grpc.MaxConcurrentStreams(1<<20),
-		bridge.Codec(),
-		grpc.ChainUnaryInterceptor(
-			srvMetrics.UnaryServerInterceptor(),
-			logging.UnaryServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)),
-			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(recovered(log))),
-		),
-		grpc.ChainStreamInterceptor(
-			srvMetrics.StreamServerInterceptor(),
-			logging.StreamServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)),
-			recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(recovered(log))),
-		))...,
-	)
+		bridge.Codec())
+	gs := grpc.NewServer(append(opts, interceptors(log, srvMetrics)...)...)
 	bridgev1.RegisterSubscriptionServiceServer(gs, svc)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -185,6 +175,24 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// interceptors are the middleware of every RPC, outermost first: Prometheus
+// server metrics, one log line per finished call, and recovery innermost, so
+// a panicking handler is logged and counted as the INTERNAL it returns.
+func interceptors(log *slog.Logger, m *grpcprom.ServerMetrics) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(
+			m.UnaryServerInterceptor(),
+			logging.UnaryServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)),
+			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(recovered(log))),
+		),
+		grpc.ChainStreamInterceptor(
+			m.StreamServerInterceptor(),
+			logging.StreamServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)),
+			recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(recovered(log))),
+		),
+	}
 }
 
 func recovered(log *slog.Logger) recovery.RecoveryHandlerFunc {
