@@ -25,6 +25,7 @@ type bridgeOpts struct {
 	// pprof mounts net/http/pprof on the admin address (server.pprof), for
 	// profiling the real binary under a scenario.
 	pprof bool
+	env   []string // added to the bridge's environment
 }
 
 // bridgeEnv is added to every bridge's environment (-bridge-env).
@@ -86,7 +87,7 @@ upstreams:
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	b, err := startProc(bin, dir, grpcAddr, "serve", "--config", path, "--log-level", "warn")
+	b, err := startProc(bin, dir, grpcAddr, o.env, "serve", "--config", path, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
@@ -104,19 +105,19 @@ func startCeiling(bin string) (*bridgeProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	return startProc(bin, dir, grpcAddr, "-grpc", grpcAddr)
+	return startProc(bin, dir, grpcAddr, nil, "-grpc", grpcAddr)
 }
 
-// startProc runs bin with args, logging into dir, and returns once grpcAddr
-// accepts connections.
-func startProc(bin, dir, grpcAddr string, args ...string) (*bridgeProc, error) {
+// startProc runs bin with args and env added to its environment, logging
+// into dir, and returns once grpcAddr accepts connections.
+func startProc(bin, dir, grpcAddr string, env []string, args ...string) (*bridgeProc, error) {
 	logf, err := os.Create(filepath.Join(dir, "bridge.log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), bridgeEnv...)
+	cmd.Env = append(append(os.Environ(), bridgeEnv...), env...)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, err

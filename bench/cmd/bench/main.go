@@ -57,6 +57,8 @@ type options struct {
 	grpcConns  int
 	period     time.Duration
 	window     time.Duration
+	gcWait     time.Duration
+	memLimit   string
 	// Scenario 4.
 	stormSubs       int
 	stormOpsPerConn int
@@ -86,6 +88,8 @@ func main() {
 	flag.IntVar(&o.grpcConns, "grpc-conns", 100, "scenarios 3-5: gRPC client connections the streams spread over")
 	flag.DurationVar(&o.period, "period", 5*time.Second, "scenario 3: each subscription gets one result per period")
 	flag.DurationVar(&o.window, "window", 10*time.Second, "scenario 3: steady-state measurement window")
+	flag.DurationVar(&o.gcWait, "gc-wait", 3*time.Minute, "scenario 3: how long to wait for a whole GC cycle after the window (the peak RSS is read after it)")
+	flag.StringVar(&o.memLimit, "memlimit", "1800MiB", "scenario 3: also run with this GOMEMLIMIT, as deploy/kubernetes sets it just below the memory limit (empty: skip)")
 	flag.IntVar(&o.stormSubs, "storm-subs", 10_000, "scenario 4: live subscriptions")
 	flag.IntVar(&o.stormOpsPerConn, "storm-ops-per-conn", 1000, "scenario 4: max_operations_per_connection")
 	flag.DurationVar(&o.stormDown, "storm-down", 2*time.Second, "scenario 4: how long the upstream stays down")
