@@ -124,6 +124,9 @@ func (p *upstreamPool) pickLocked(identity string) (*pooledConn, error) {
 		cfg.OnState = func(sc session.StateChange) {
 			p.logState(sc)
 			p.record(pc, sc)
+			if sc.State == session.StateReady && !sc.Rotated {
+				p.upstreamBack(pc)
+			}
 			p.metrics.connState(p.name, sc)
 			next := sc.State.String()
 			if sc.State == session.StateClosed {
@@ -150,6 +153,26 @@ func (p *upstreamPool) pickLocked(identity string) (*pooledConn, error) {
 		pick.idle = nil
 	}
 	return pick, nil
+}
+
+// upstreamBack tells every other connection of the upstream that it is
+// reachable (pc was just acknowledged): those waiting out a backoff retry
+// now instead of each finding out on its own, up to the backoff cap later.
+// After an outage the first connection back brings the others with it.
+func (p *upstreamPool) upstreamBack(pc *pooledConn) {
+	p.mu.Lock()
+	var others []*session.Conn
+	for _, list := range p.conns {
+		for _, o := range list {
+			if o != pc && o.c != nil && !o.gone {
+				others = append(others, o.c)
+			}
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range others {
+		c.RetryNow()
+	}
 }
 
 // detach removes s; the last subscriber of an operation stops it, and a

@@ -195,6 +195,7 @@ type Conn struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	retrier *retrier
+	nudge   chan struct{} // RetryNow; capacity 1
 
 	mu        sync.Mutex
 	state     State
@@ -234,6 +235,7 @@ func Dial(cfg Config) (*Conn, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		done:      make(chan struct{}),
+		nudge:     make(chan struct{}, 1),
 		retrier:   newRetrier(cfg.Backoff, cfg.Rand),
 		ops:       make(map[string]*Operation),
 		live:      make(map[*Operation]struct{}),
@@ -492,14 +494,55 @@ func (c *Conn) run() {
 		if c.cfg.OnState != nil {
 			c.cfg.OnState(StateChange{State: StateBackoff, Attempt: c.retrier.attempt, Cause: e, Delay: delay})
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-c.ctx.Done():
-			t.Stop()
+		if !c.wait(delay, e.RetryAfter > 0) {
 			c.terminate(nil)
 			return
 		}
+	}
+}
+
+// wait sleeps for the backoff delay, or less after RetryNow unless the
+// upstream itself asked for the delay (Retry-After); false if the Conn was
+// closed meanwhile.
+func (c *Conn) wait(delay time.Duration, asked bool) bool {
+	select { // a nudge from before this wait is stale
+	case <-c.nudge:
+	default:
+	}
+	nudge := c.nudge
+	if asked {
+		nudge = nil
+	}
+	deadline := time.Now().Add(delay)
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return true
+		case <-nudge:
+			// Spread the connections nudged together over the first
+			// backoff step rather than dialing all at once.
+			nudge = nil
+			if d := time.Duration(c.retrier.rand() * float64(c.retrier.b.Initial)); time.Until(deadline) > d {
+				t.Reset(d)
+			}
+		case <-c.ctx.Done():
+			return false
+		}
+	}
+}
+
+// RetryNow cuts short a wait between reconnection attempts: the owner
+// learned that the upstream is reachable again (another connection to it
+// was just acknowledged), so waiting out a long backoff would only delay
+// the recovery. The next attempt starts within the first backoff step
+// (Backoff.Initial, jittered). A wait the upstream asked for with
+// Retry-After is kept, and in any other state RetryNow does nothing.
+func (c *Conn) RetryNow() {
+	select {
+	case c.nudge <- struct{}{}:
+	default:
 	}
 }
 
