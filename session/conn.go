@@ -440,6 +440,7 @@ func (c *Conn) run() {
 		fresh   bool   // the next attempt's credential is fresh and no upstream judged it yet
 		cause   *Error // why the previous connection ended
 		tries   int    // attempts made since the connection was last healthy
+		nudged  bool   // RetryNow already cut a wait short in this outage
 	)
 	for {
 		c.setState(StateChange{State: StateConnecting, Attempt: c.retrier.attempt + 1})
@@ -464,7 +465,7 @@ func (c *Conn) run() {
 		}
 		healthy := !e.BeforeAck && c.retrier.healthy(uptime)
 		if healthy {
-			tries = 0 // the connection that just ended was healthy: a new outage
+			tries, nudged = 0, false // the connection that just ended was healthy: a new outage
 		}
 		if e.Class == ClassAuth {
 			if usedFresh && !healthy {
@@ -494,23 +495,26 @@ func (c *Conn) run() {
 		if c.cfg.OnState != nil {
 			c.cfg.OnState(StateChange{State: StateBackoff, Attempt: c.retrier.attempt, Cause: e, Delay: delay})
 		}
-		if !c.wait(delay, e.RetryAfter > 0) {
+		ok, cut := c.wait(delay, nudged || e.RetryAfter > 0)
+		if !ok {
 			c.terminate(nil)
 			return
 		}
+		nudged = nudged || cut
 	}
 }
 
-// wait sleeps for the backoff delay, or less after RetryNow unless the
-// upstream itself asked for the delay (Retry-After); false if the Conn was
-// closed meanwhile.
-func (c *Conn) wait(delay time.Duration, asked bool) bool {
+// wait sleeps for the backoff delay, or less after RetryNow unless deaf
+// (the upstream asked for the delay with Retry-After, or a nudge was
+// already heeded in this outage). ok is false if the Conn was closed
+// meanwhile; cut says a nudge shortened the wait.
+func (c *Conn) wait(delay time.Duration, deaf bool) (ok, cut bool) {
 	select { // a nudge from before this wait is stale
 	case <-c.nudge:
 	default:
 	}
 	nudge := c.nudge
-	if asked {
+	if deaf {
 		nudge = nil
 	}
 	deadline := time.Now().Add(delay)
@@ -519,16 +523,17 @@ func (c *Conn) wait(delay time.Duration, asked bool) bool {
 	for {
 		select {
 		case <-t.C:
-			return true
+			return true, cut
 		case <-nudge:
 			// Spread the connections nudged together over the first
 			// backoff step rather than dialing all at once.
 			nudge = nil
 			if d := time.Duration(c.retrier.rand() * float64(c.retrier.b.Initial)); time.Until(deadline) > d {
 				t.Reset(d)
+				cut = true
 			}
 		case <-c.ctx.Done():
-			return false
+			return false, cut
 		}
 	}
 }
@@ -537,8 +542,11 @@ func (c *Conn) wait(delay time.Duration, asked bool) bool {
 // learned that the upstream is reachable again (another connection to it
 // was just acknowledged), so waiting out a long backoff would only delay
 // the recovery. The next attempt starts within the first backoff step
-// (Backoff.Initial, jittered). A wait the upstream asked for with
-// Retry-After is kept, and in any other state RetryNow does nothing.
+// (Backoff.Initial, jittered). It works once per outage: an upstream that
+// acknowledges connections and drops them at once keeps every connection's
+// waits growing, however often its siblings are acknowledged. A wait the
+// upstream asked for with Retry-After is kept, and in any other state
+// RetryNow does nothing.
 func (c *Conn) RetryNow() {
 	select {
 	case c.nudge <- struct{}{}:
@@ -844,7 +852,7 @@ func (c *Conn) serve(l *link) error {
 				l.send(appendMessage(nil, msgPong, "", nil))
 			}
 		case msgPong:
-			l.sawPong()
+			l.sawPong(env.payload)
 		case msgKeepAlive, msgConnectionAck:
 			// A repeated ack is harmless; ka needs no answer (the legacy
 			// keep-alive pings at the WebSocket level).

@@ -1,10 +1,12 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -19,9 +21,13 @@ type link struct {
 	proto   *protocol
 	attempt int
 	buf     readBuf
-	pong    chan struct{} // a pong arrived (buffer 1), for keep-alive
-	stop    chan struct{} // closed by finish
-	unwatch func() bool   // stops watching the Conn's context
+	// For the keep-alive: the current ping's nonce, and signals (buffer 1)
+	// of a pong echoing it and of any other pong.
+	nonce    atomic.Pointer[[]byte]
+	pongEcho chan struct{}
+	pongAny  chan struct{}
+	stop     chan struct{} // closed by finish
+	unwatch  func() bool   // stops watching the Conn's context
 	// ctx ends when the link is finished or the Conn closes: work started
 	// on behalf of the link (a rotation) stops with it.
 	ctx    context.Context
@@ -36,7 +42,7 @@ type link struct {
 }
 
 func newLink(c *Conn, ws *websocket.Conn, p *protocol) *link {
-	l := &link{c: c, ws: ws, proto: p, pong: make(chan struct{}, 1), stop: make(chan struct{})}
+	l := &link{c: c, ws: ws, proto: p, pongEcho: make(chan struct{}, 1), pongAny: make(chan struct{}, 1), stop: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(c.ctx)
 	l.unwatch = context.AfterFunc(c.ctx, func() {
 		c.mu.Lock()
@@ -245,11 +251,19 @@ func (l *link) goSend(frames [][]byte) {
 // It is sent however much arrives: inbound results prove only one direction.
 // A connection whose outbound half is dead still delivers results but can
 // carry no subscribe, complete or pong, and only an answer to something the
-// bridge sent proves that half.
+// bridge sent proves that half. So each ping carries a nonce; once the
+// upstream has echoed one (the reference server and gqlgen do), only a pong
+// echoing the current nonce counts, and a server's unsolicited heartbeat
+// pongs cannot pass for answers. An upstream that never echoes is held to
+// any pong after the ping.
 func (l *link) startKeepAlive(interval, timeout time.Duration) {
 	l.wg.Go(func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
+		var (
+			seq    int
+			echoes bool // the upstream echoes ping payloads
+		)
 		for {
 			select {
 			case <-l.stop:
@@ -258,23 +272,40 @@ func (l *link) startKeepAlive(interval, timeout time.Duration) {
 			}
 			alive := false
 			if l.proto.pingFrames {
-				select { // forget an unsolicited pong (a heartbeat) seen earlier
-				case <-l.pong:
-				default:
+				seq++
+				nonce := fmt.Appendf(nil, `{"gqlbridge":%d}`, seq)
+				l.nonce.Store(&nonce)
+				for _, ch := range []chan struct{}{l.pongEcho, l.pongAny} {
+					select { // forget pongs seen earlier
+					case <-ch:
+					default:
+					}
 				}
-				l.send(appendMessage(nil, msgPing, "", nil))
+				l.send(appendMessage(nil, msgPing, "", nonce))
 				w := time.NewTimer(timeout)
-				select {
-				case <-l.stop:
-					w.Stop()
-					return
-				case <-l.pong:
-					alive = true
-				case <-w.C:
+			wait:
+				for {
+					select {
+					case <-l.stop:
+						w.Stop()
+						return
+					case <-l.pongEcho:
+						echoes, alive = true, true
+						break wait
+					case <-l.pongAny:
+						if !echoes {
+							alive = true
+							break wait
+						}
+					case <-w.C:
+						break wait
+					}
 				}
 				w.Stop()
 			} else {
-				ctx, cancel := context.WithTimeout(l.ctx, timeout)
+				// Not l.ctx: a Close under way must not abort the ping
+				// and turn the graceful close into an abrupt one.
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
 				alive = l.ws.Ping(ctx) == nil
 				cancel()
 			}
@@ -292,10 +323,15 @@ func (l *link) startKeepAlive(interval, timeout time.Duration) {
 	})
 }
 
-// sawPong records a pong for the keep-alive.
-func (l *link) sawPong() {
+// sawPong tells the keep-alive a pong arrived, and whether it echoes the
+// current ping's nonce. It never blocks the reader.
+func (l *link) sawPong(payload []byte) {
+	ch := l.pongAny
+	if n := l.nonce.Load(); n != nil && bytes.Equal(payload, *n) {
+		ch = l.pongEcho
+	}
 	select {
-	case l.pong <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }

@@ -71,3 +71,50 @@ func TestRetryNowInFakeTime(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryNowOncePerOutage: an upstream that acknowledges every connection
+// and drops it at once (1013) while its siblings keep being acknowledged
+// must not turn RetryNow into a reconnect storm: a Conn heeds one nudge per
+// outage, so nudged every 50 ms for five minutes it dials about as often
+// as a Conn left alone.
+func TestRetryNowOncePerOutage(t *testing.T) {
+	t.Parallel()
+	dials := func(nudge bool) int32 {
+		var n int32
+		synctest.Test(t, func(t *testing.T) {
+			proto := TransportWS
+			m := newMemNet(memScript(t, []string{proto}, func(p *memPeer) {
+				if p.handshake() {
+					p.ws.Close(1013, "try again later")
+				}
+			}))
+			c := memDial(t, m, Config{Rand: func() float64 { return 0.5 }})
+			subscribe(t, c, newBubbleProbe())
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(50 * time.Millisecond):
+						if nudge {
+							c.RetryNow()
+						}
+					}
+				}
+			}()
+			time.Sleep(5 * time.Minute)
+			close(stop)
+			<-done
+			n = m.dials.Load()
+		})
+		return n
+	}
+	alone, nudged := dials(false), dials(true)
+	if nudged > alone+2 {
+		t.Fatalf("%d dials when nudged every 50 ms, %d when left alone: RetryNow must not defeat the backoff", nudged, alone)
+	}
+	t.Logf("five minutes of a flapping upstream: %d dials left alone, %d nudged every 50 ms", alone, nudged)
+}

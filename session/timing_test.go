@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -527,4 +528,67 @@ func TestKeepAliveAnsweredInFakeTime(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestKeepAliveHeartbeatPongsAreNotAnswers: an upstream that echoes the
+// ping's payload (as the reference server and gqlgen do) has shown it
+// echoes; when its inbound half then dies (pings no longer answered) while
+// it keeps sending unsolicited heartbeat pongs, those pongs do not pass for
+// answers: the probe at 30s goes unanswered and the connection is declared
+// dead at 40s.
+func TestKeepAliveHeartbeatPongsAreNotAnswers(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		proto := TransportWS
+		sub, _ := wire(proto)
+		m := newMemNet(memScript(t, []string{proto}, func(p *memPeer) {
+			if p.n > 1 {
+				goodScript(proto)(p)
+				return
+			}
+			if !p.handshake() {
+				return
+			}
+			if _, ok := p.expect(sub); !ok {
+				return
+			}
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			stop := make(chan struct{})
+			defer close(stop)
+			wg.Go(func() { // a heartbeat pong every 5s
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(5 * time.Second):
+						if !p.send(msgPong, "", "") {
+							return
+						}
+					}
+				}
+			})
+			pings := 0
+			for {
+				m, ok := p.read()
+				if !ok {
+					return
+				}
+				if m.Type == msgPing {
+					if pings++; pings == 1 {
+						p.send(msgPong, "", string(m.Payload)) // the first one is echoed
+					}
+				}
+			}
+		}))
+		st := newStamped()
+		c := memDial(t, m, Config{OnState: st.fn, KeepAlive: 15 * time.Second, KeepAliveTimeout: 10 * time.Second, Rand: func() float64 { return 0 }})
+		p := newBubbleProbe()
+		subscribe(t, c, p)
+		p.waitFor(t, p.patience, "resubscribed", func(p *probe) bool { return slices.Contains(p.log, "resubscribed") })
+		bo := st.of(StateBackoff)
+		if len(bo) != 1 || bo[0].at != 40*time.Second || bo[0].Cause.Reason != "keep-alive timeout: no answer within 10s" {
+			t.Fatalf("backoffs %+v, want one at 40s for the keep-alive timeout", bo)
+		}
+	})
 }
