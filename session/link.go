@@ -255,7 +255,8 @@ func (l *link) goSend(frames [][]byte) {
 // upstream has echoed one (the reference server and gqlgen do), only a pong
 // echoing the current nonce counts, and a server's unsolicited heartbeat
 // pongs cannot pass for answers. An upstream that never echoes is held to
-// any pong after the ping.
+// any pong after the ping (the probe then listens for an echo until its
+// timeout, so a heartbeat arriving first cannot hide that it echoes).
 func (l *link) startKeepAlive(interval, timeout time.Duration) {
 	l.wg.Go(func() {
 		t := time.NewTicker(interval)
@@ -293,10 +294,9 @@ func (l *link) startKeepAlive(interval, timeout time.Duration) {
 						echoes, alive = true, true
 						break wait
 					case <-l.pongAny:
-						if !echoes {
-							alive = true
-							break wait
-						}
+						// Enough from an upstream not known to echo;
+						// keep listening for the echo that would tell.
+						alive = alive || !echoes
 					case <-w.C:
 						break wait
 					}
