@@ -100,10 +100,14 @@ func TestCacheCollapsesConcurrentRefreshes(t *testing.T) {
 	t.Parallel()
 	src := &countingSource{release: make(chan struct{})}
 	c := NewCache(src)
-	var wg sync.WaitGroup
+	var (
+		wg      sync.WaitGroup
+		started atomic.Int32
+	)
 	results := make(chan string, 50)
 	for range 50 {
 		wg.Go(func() {
+			started.Add(1)
 			tok, err := c.Token(t.Context(), Request{Refresh: true})
 			if err != nil {
 				t.Error(err)
@@ -111,9 +115,12 @@ func TestCacheCollapsesConcurrentRefreshes(t *testing.T) {
 			results <- tok.Value
 		})
 	}
-	for src.calls.Load() == 0 {
+	// Release the fetch only when every caller is waiting on it: a refresh
+	// asked after a fetch completed rightly starts another.
+	for src.calls.Load() == 0 || started.Load() < 50 {
 		time.Sleep(time.Millisecond)
 	}
+	time.Sleep(50 * time.Millisecond) // from started.Add to waiting in Token
 	close(src.release)
 	wg.Wait()
 	close(results)
