@@ -63,6 +63,9 @@ func TestRetryNowInFakeTime(t *testing.T) {
 				nudged := time.Since(st.start)
 				c.RetryNow()
 				p.waitFor(t, p.patience, "resubscribed", func(p *probe) bool { return slices.Contains(p.log, "resubscribed") })
+				for len(st.of(StateReady)) < 2 { // OnState may report after the operation heard
+					time.Sleep(time.Millisecond)
+				}
 				ready := st.of(StateReady)
 				if len(ready) != 2 || !tc.want(nudged, ready[1].at) {
 					t.Fatalf("nudged at %v, ready at %+v; want the reconnect %s", nudged, ready, tc.wantText)
