@@ -11,6 +11,7 @@ import (
 	"github.com/gqlbridge/gqlbridge/bridge"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 	"github.com/gqlbridge/gqlbridge/internal/demoupstream"
+	"github.com/gqlbridge/gqlbridge/internal/rpcstatus"
 	"github.com/gqlbridge/gqlbridge/internal/scripted"
 	"github.com/gqlbridge/gqlbridge/session"
 )
@@ -193,7 +194,7 @@ func TestBackpressureLockstep(t *testing.T) {
 				if st.Code() != codes.ResourceExhausted {
 					t.Fatalf("slow subscriber: %v, want RESOURCE_EXHAUSTED", st)
 				}
-				if info := errorInfo(st); info == nil || info.Domain != "gqlbridge" || info.Reason != bridge.ReasonSlowConsumer || info.Metadata["upstream"] != "up" {
+				if info := rpcstatus.ErrorInfo(st); info == nil || info.Domain != "gqlbridge" || info.Reason != bridge.ReasonSlowConsumer || info.Metadata["upstream"] != "up" {
 					t.Fatalf("slow subscriber's ErrorInfo %v", info)
 				}
 				if st.Message() != bridge.ErrSlowConsumer.Error() {

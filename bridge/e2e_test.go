@@ -11,6 +11,7 @@ import (
 	"github.com/gqlbridge/gqlbridge/bridge"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 	"github.com/gqlbridge/gqlbridge/internal/demoupstream"
+	"github.com/gqlbridge/gqlbridge/internal/rpcstatus"
 	"github.com/gqlbridge/gqlbridge/session"
 )
 
@@ -89,7 +90,7 @@ func TestGraphQLErrorBecomesInvalidArgument(t *testing.T) {
 	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "nope") {
 		t.Fatalf("status %v", st)
 	}
-	info := errorInfo(st)
+	info := rpcstatus.ErrorInfo(st)
 	if info == nil || info.Reason != bridge.ReasonGraphQLError || info.Domain != "gqlbridge" || !strings.Contains(info.Metadata["graphql_errors"], "nope") {
 		t.Fatalf("error info %v", info)
 	}
@@ -116,7 +117,7 @@ func TestTokenInConnectionParams(t *testing.T) {
 	if st.Code() != codes.Unauthenticated && st.Code() != codes.PermissionDenied {
 		t.Fatalf("bad token: status %v", st)
 	}
-	if info := errorInfo(st); info == nil || info.Metadata["upstream"] != "bad" || info.Metadata["close_code"] == "" {
+	if info := rpcstatus.ErrorInfo(st); info == nil || info.Metadata["upstream"] != "bad" || info.Metadata["close_code"] == "" {
 		t.Fatalf("error info %v", info)
 	}
 }
@@ -139,7 +140,7 @@ func TestDrain(t *testing.T) {
 		r := e.subscribe(t, &bridgev1.SubscribeRequest{Upstream: "demo", Query: "subscription { ticker { n } }"})
 		_, st := r.end()
 		if st.Code() == codes.Unavailable {
-			if info := errorInfo(st); info == nil || info.Reason != bridge.ReasonDraining || retryInfo(st) == nil {
+			if info := rpcstatus.ErrorInfo(st); info == nil || info.Reason != bridge.ReasonDraining || rpcstatus.RetryInfo(st) == nil {
 				t.Fatalf("refusal details %v", st.Details())
 			}
 			break
@@ -147,7 +148,7 @@ func TestDrain(t *testing.T) {
 		r.cancel()
 	}
 	_, st := s.end()
-	if st.Code() != codes.Unavailable || retryInfo(st) == nil || errorInfo(st).GetReason() != bridge.ReasonDraining {
+	if st.Code() != codes.Unavailable || rpcstatus.RetryInfo(st) == nil || rpcstatus.ErrorInfo(st).GetReason() != bridge.ReasonDraining {
 		t.Fatalf("open stream ended with %v %v", st, st.Details())
 	}
 	<-drained

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gqlbridge/gqlbridge/bridge"
+	"github.com/gqlbridge/gqlbridge/internal/rpcstatus"
 	"github.com/gqlbridge/gqlbridge/session"
 )
 
@@ -197,7 +198,7 @@ func TestStatusTable(t *testing.T) {
 			}
 			// The status survives the trip through an error, as gRPC sends it.
 			st = status.Convert(st.Err())
-			info, ri := errorInfo(st), retryInfo(st)
+			info, ri := rpcstatus.ErrorInfo(st), rpcstatus.RetryInfo(st)
 			if r.reason == "" {
 				if len(st.Details()) != 0 {
 					t.Fatalf("details %v, want none", st.Details())

@@ -20,6 +20,7 @@ import (
 	"github.com/gqlbridge/gqlbridge/bridge"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 	"github.com/gqlbridge/gqlbridge/internal/demoupstream"
+	"github.com/gqlbridge/gqlbridge/internal/rpcstatus"
 )
 
 const infiniteTicker = "subscription { ticker(count: 0, intervalMs: 10) { n } }"
@@ -35,7 +36,7 @@ func expectRefusal(t *testing.T, st *status.Status, code codes.Code, reason, ups
 	if st.Message() != msg {
 		t.Fatalf("message %q,\nwant    %q", st.Message(), msg)
 	}
-	info := errorInfo(st)
+	info := rpcstatus.ErrorInfo(st)
 	if info == nil {
 		t.Fatalf("no ErrorInfo in %v", st.Details())
 	}
@@ -45,7 +46,7 @@ func expectRefusal(t *testing.T, st *status.Status, code codes.Code, reason, ups
 	if len(info.Metadata) != 1 || info.Metadata["upstream"] != upstream {
 		t.Fatalf("ErrorInfo metadata %v, want exactly upstream=%q", info.Metadata, upstream)
 	}
-	if ri := retryInfo(st); (ri != nil) != wantRetry {
+	if ri := rpcstatus.RetryInfo(st); (ri != nil) != wantRetry {
 		t.Fatalf("RetryInfo %v, want present=%v", ri, wantRetry)
 	} else if ri != nil && ri.GetRetryDelay().AsDuration() <= 0 {
 		t.Fatalf("RetryInfo delay %v", ri.GetRetryDelay().AsDuration())
@@ -195,7 +196,7 @@ func TestInvalidUTF8OnTheWire(t *testing.T) {
 	if errors.Is(err, io.EOF) || st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "UTF-8") {
 		t.Fatalf("got %v; want INVALID_ARGUMENT saying the strings must be UTF-8", err)
 	}
-	if info := errorInfo(st); info == nil || info.Domain != "gqlbridge" || info.Reason != bridge.ReasonInvalidRequest {
+	if info := rpcstatus.ErrorInfo(st); info == nil || info.Domain != "gqlbridge" || info.Reason != bridge.ReasonInvalidRequest {
 		t.Fatalf("ErrorInfo %v, want gqlbridge/%s like every other refusal", info, bridge.ReasonInvalidRequest)
 	}
 	if demo.Stats().Connections != 0 {

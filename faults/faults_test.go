@@ -14,6 +14,7 @@ import (
 
 	"github.com/gqlbridge/gqlbridge/bridge"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
+	"github.com/gqlbridge/gqlbridge/internal/rpcstatus"
 	"github.com/gqlbridge/gqlbridge/internal/testpeer"
 	"github.com/gqlbridge/gqlbridge/session"
 )
@@ -316,10 +317,10 @@ func TestUpgradeNeverAnswered(t *testing.T) {
 			if v.st.Code() != codes.Unavailable {
 				t.Fatalf("%s ended with %v, want UNAVAILABLE; received %s", w.name, v.st, v)
 			}
-			if info := errorInfo(v.st); info.GetReason() != bridge.ReasonUpstreamUnavailable || info.GetDomain() != bridge.Domain {
+			if info := rpcstatus.ErrorInfo(v.st); info.GetReason() != bridge.ReasonUpstreamUnavailable || info.GetDomain() != bridge.Domain {
 				t.Fatalf("%s: ErrorInfo %v, want reason %s", w.name, info, bridge.ReasonUpstreamUnavailable)
 			}
-			if ri := retryInfo(v.st); ri == nil || ri.GetRetryDelay().AsDuration() <= 0 {
+			if ri := rpcstatus.RetryInfo(v.st); ri == nil || ri.GetRetryDelay().AsDuration() <= 0 {
 				t.Fatalf("%s: RetryInfo %v, want a positive delay", w.name, ri)
 			}
 			if v.count(bridgev1.Lifecycle_STATE_SUBSCRIBED) != 0 || !reconnecting(v) {

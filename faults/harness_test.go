@@ -16,7 +16,6 @@ import (
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/rs/zerolog"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -436,24 +435,6 @@ func checkNoReconnect(t *testing.T, r *rig, ws []*watcher) {
 	if n := r.reconnects(); n > 0 {
 		t.Fatalf("the bridge reconnected %d times\nbridge: %s", n, r.snapshot())
 	}
-}
-
-func errorInfo(st *status.Status) *errdetails.ErrorInfo {
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return info
-		}
-	}
-	return nil
-}
-
-func retryInfo(st *status.Status) *errdetails.RetryInfo {
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok {
-			return ri
-		}
-	}
-	return nil
 }
 
 // waitUntil waits for cond, which the test cannot be notified about, by

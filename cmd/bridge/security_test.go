@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -18,6 +17,7 @@ import (
 
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 	"github.com/gqlbridge/gqlbridge/internal/demoupstream"
+	"github.com/gqlbridge/gqlbridge/internal/rpcstatus"
 )
 
 // consume runs one subscription to its end and returns results, lifecycle
@@ -44,15 +44,6 @@ func consume(ctx context.Context, t *testing.T, conn *grpc.ClientConn, req *brid
 			states = append(states, r.GetLifecycle().GetState().String())
 		}
 	}
-}
-
-func reasonOf(st *status.Status) string {
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return info.Reason
-		}
-	}
-	return ""
 }
 
 // TestCallerAuthAndMTLS: with mutual TLS and configured callers, a caller
@@ -103,7 +94,7 @@ upstreams:
 		t.Fatalf("billing (client certificate): %d results, %v", n, st)
 	}
 	// A valid certificate of an unknown caller.
-	if _, _, st := consume(t.Context(), t, dial("stranger.svc"), req); st.Code() != codes.Unauthenticated || reasonOf(st) != "CALLER_UNAUTHENTICATED" {
+	if _, _, st := consume(t.Context(), t, dial("stranger.svc"), req); st.Code() != codes.Unauthenticated || rpcstatus.ErrorInfo(st).GetReason() != "CALLER_UNAUTHENTICATED" {
 		t.Fatalf("stranger: %v", st)
 	}
 	// Authentication comes before validation: a stranger cannot probe for
@@ -114,7 +105,7 @@ upstreams:
 	}
 	// reports authenticates with its bearer token but may use only "other".
 	withToken := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer caller-secret-2")
-	if _, _, st := consume(withToken, t, dial("stranger.svc"), req); st.Code() != codes.PermissionDenied || reasonOf(st) != "CALLER_NOT_ALLOWED" {
+	if _, _, st := consume(withToken, t, dial("stranger.svc"), req); st.Code() != codes.PermissionDenied || rpcstatus.ErrorInfo(st).GetReason() != "CALLER_NOT_ALLOWED" {
 		t.Fatalf("reports on demo: %v", st)
 	}
 	other := &bridgev1.SubscribeRequest{Upstream: "other", Query: req.Query}
