@@ -62,11 +62,11 @@ func playUpstream(t *testing.T, proto string, frames [][]byte) []string {
 	m = newMemNet(memScript(t, []string{proto}, func(p *memPeer) {
 		defer m.refuse.Store(true) // one connection only: later dials are refused
 		var (
-			mu     sync.Mutex
-			id     string
-			gotID  = make(chan struct{})
-			closed bool
-			wg     sync.WaitGroup
+			mu    sync.Mutex
+			id    string
+			gotID = make(chan struct{})
+			seen  sync.Once
+			wg    sync.WaitGroup
 		)
 		defer wg.Wait()
 		defer p.ws.CloseNow()
@@ -82,11 +82,8 @@ func playUpstream(t *testing.T, proto string, frames [][]byte) []string {
 				}
 				mu.Lock()
 				id = string(env.id)
-				if !closed {
-					closed = true
-					close(gotID)
-				}
 				mu.Unlock()
+				seen.Do(func() { close(gotID) })
 			}
 		})
 		for _, fr := range frames {
