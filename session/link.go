@@ -271,43 +271,12 @@ func (l *link) startKeepAlive(interval, timeout time.Duration) {
 				return
 			case <-t.C:
 			}
-			alive := false
+			var alive bool
 			if l.proto.pingFrames {
 				seq++
-				nonce := fmt.Appendf(nil, `{"gqlbridge":%d}`, seq)
-				l.nonce.Store(&nonce)
-				for _, ch := range []chan struct{}{l.pongEcho, l.pongAny} {
-					select { // forget pongs seen earlier
-					case <-ch:
-					default:
-					}
-				}
-				l.send(appendMessage(nil, msgPing, "", nonce))
-				w := time.NewTimer(timeout)
-			wait:
-				for {
-					select {
-					case <-l.stop:
-						w.Stop()
-						return
-					case <-l.pongEcho:
-						echoes, alive = true, true
-						break wait
-					case <-l.pongAny:
-						// Enough from an upstream not known to echo;
-						// keep listening for the echo that would tell.
-						alive = alive || !echoes
-					case <-w.C:
-						break wait
-					}
-				}
-				w.Stop()
+				alive = l.pingMessage(seq, timeout, &echoes)
 			} else {
-				// Not l.ctx: a Close under way must not abort the ping
-				// and turn the graceful close into an abrupt one.
-				ctx, cancel := context.WithTimeout(context.Background(), timeout)
-				alive = l.ws.Ping(ctx) == nil
-				cancel()
+				alive = l.pingFrame(timeout)
 			}
 			select {
 			case <-l.stop:
@@ -321,6 +290,47 @@ func (l *link) startKeepAlive(interval, timeout time.Duration) {
 			}
 		}
 	})
+}
+
+// pingMessage sends a ping message carrying nonce seq and reports whether
+// it was answered within timeout (or the link stopped meanwhile: the caller
+// checks). It records in echoes that the upstream echoes nonces.
+func (l *link) pingMessage(seq int, timeout time.Duration, echoes *bool) (alive bool) {
+	nonce := fmt.Appendf(nil, `{"gqlbridge":%d}`, seq)
+	l.nonce.Store(&nonce)
+	for _, ch := range []chan struct{}{l.pongEcho, l.pongAny} {
+		select { // forget pongs seen earlier
+		case <-ch:
+		default:
+		}
+	}
+	l.send(appendMessage(nil, msgPing, "", nonce))
+	w := time.NewTimer(timeout)
+	defer w.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return false
+		case <-l.pongEcho:
+			*echoes = true
+			return true
+		case <-l.pongAny:
+			// Enough from an upstream not known to echo; keep listening
+			// for the echo that would tell.
+			alive = alive || !*echoes
+		case <-w.C:
+			return alive
+		}
+	}
+}
+
+// pingFrame sends a WebSocket ping and reports whether its pong came within
+// timeout. Not under l.ctx: a Close under way must not abort the ping and
+// turn the graceful close into an abrupt one.
+func (l *link) pingFrame(timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return l.ws.Ping(ctx) == nil
 }
 
 // sawPong tells the keep-alive a pong arrived, and whether it echoes the
