@@ -36,6 +36,9 @@ func (queryResolver) Hello(_ context.Context, name *string) (string, error) {
 
 type subscriptionResolver resolver
 
+// errShuttingDown refuses a subscription that arrives while the server closes.
+var errShuttingDown = errors.New("server shutting down")
+
 func (r subscriptionResolver) Ticker(ctx context.Context, count, intervalMs, size *int) (<-chan *graph.Tick, error) {
 	// The schema has defaults, but a client may still pass an explicit null.
 	n, interval, pad := deref(count, 10), deref(intervalMs, 100), deref(size, 0)
@@ -53,8 +56,10 @@ func (r subscriptionResolver) Ticker(ctx context.Context, count, intervalMs, siz
 
 	// Unbuffered, so a tick is produced only when gqlgen is ready to send it
 	// and a slow client slows the ticker instead of piling up ticks.
+	if !r.s.subscriptionStarted() {
+		return nil, errShuttingDown
+	}
 	ch := make(chan *graph.Tick)
-	r.s.subscriptionStarted()
 	go func() {
 		defer r.s.subscriptionEnded()
 		defer close(ch) // closing the channel is how gqlgen learns the stream completed
@@ -94,13 +99,17 @@ func (r subscriptionResolver) Ticker(ctx context.Context, count, intervalMs, siz
 // created. (A protocol-level `error` message is what an invalid document,
 // such as an unknown field, gets.)
 func (r subscriptionResolver) Failing(_ context.Context, message *string) (<-chan *graph.Tick, error) {
-	r.s.subscriptionStarted()
+	if !r.s.subscriptionStarted() {
+		return nil, errShuttingDown
+	}
 	r.s.subscriptionEnded()
 	return nil, errors.New(deref(message, "boom"))
 }
 
 func (r subscriptionResolver) CompleteImmediately(context.Context) (<-chan *graph.Tick, error) {
-	r.s.subscriptionStarted()
+	if !r.s.subscriptionStarted() {
+		return nil, errShuttingDown
+	}
 	r.s.subscriptionEnded()
 	ch := make(chan *graph.Tick)
 	close(ch)

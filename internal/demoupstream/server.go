@@ -94,8 +94,9 @@ type Server struct {
 	// wg counts everything the server runs: the accept loop, websocket
 	// handlers, open websockets, close handshakes, token expiry timers and
 	// subscription resolvers. Every Add happens while the caller holds another
-	// count (or, for handlers, before http.Server.Shutdown returns), so none
-	// races with the Wait in Close.
+	// count (or, for handlers, before http.Server.Shutdown returns, or, for
+	// resolvers, under mu while closing is false), so none races with the
+	// Wait in Close.
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -262,14 +263,24 @@ func (s *Server) removeConn(c *wsConn) {
 	s.wg.Done()
 }
 
-// subscriptionStarted is called by a subscription resolver (on a goroutine
-// the server tracks) before it returns.
-func (s *Server) subscriptionStarted() {
+// subscriptionStarted is called by a subscription resolver before it starts
+// anything. gqlgen runs resolvers on goroutines of its own that the server
+// does not track, which may outlive the connection's count in s.wg, so the
+// count is taken under s.mu and only while the server is not closing:
+// shutdown sets closing under the same lock before it waits, so no Add can
+// run concurrently with the Wait. It reports false when the server is
+// closing, and the resolver must then refuse the subscription.
+func (s *Server) subscriptionStarted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
 	s.wg.Add(1) // released by subscriptionEnded
-	s.update(func(st *Stats) {
-		st.ActiveSubscriptions++
-		st.SubscriptionsStarted++
-	})
+	s.stats.ActiveSubscriptions++
+	s.stats.SubscriptionsStarted++
+	s.notifyLocked()
+	return true
 }
 
 func (s *Server) subscriptionEnded() {
