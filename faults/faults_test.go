@@ -34,7 +34,7 @@ func TestLatencySpikes(t *testing.T) {
 	t.Parallel()
 	demo := startDemo(t)
 	px := startProxy(t, hostOf(t, demo.URL()))
-	r := startBridge(t, &bridge.Upstream{Session: sessionConfig(px.url("/graphql"))})
+	r := startBridge(t, &bridge.Upstream{Session: withoutKeepAlive(sessionConfig(px.url("/graphql")))})
 	const count = 40
 	ws := r.subscribeN(subscriptions, fmt.Sprintf("subscription { ticker(count: %d, intervalMs: 20) { n } }", count))
 	waitAll(t, r, ws, "first results", flowing(3))
@@ -68,7 +68,7 @@ func TestBandwidthLimit(t *testing.T) {
 	demo := startDemo(t)
 	px := startProxy(t, hostOf(t, demo.URL()))
 	px.add("cap", "bandwidth", "downstream", toxics.BandwidthToxic{Rate: 50}) // KB/s
-	r := startBridge(t, &bridge.Upstream{Session: sessionConfig(px.url("/graphql"))})
+	r := startBridge(t, &bridge.Upstream{Session: withoutKeepAlive(sessionConfig(px.url("/graphql")))})
 	const count, size = 20, 1024
 	ws := r.subscribeN(subscriptions, fmt.Sprintf("subscription { ticker(count: %d, intervalMs: 10, size: %d) { n payload } }", count, size))
 	want := strings.Repeat("x", size)
@@ -188,7 +188,7 @@ func TestSlicedFrames(t *testing.T) {
 	slices := toxics.SlicerToxic{AverageSize: 8, SizeVariation: 4, Delay: 20} // delay in µs
 	px.add("slice_down", "slicer", "downstream", slices)
 	px.add("slice_up", "slicer", "upstream", slices)
-	r := startBridge(t, &bridge.Upstream{Session: sessionConfig(px.url("/graphql"))})
+	r := startBridge(t, &bridge.Upstream{Session: withoutKeepAlive(sessionConfig(px.url("/graphql")))})
 	const count, size = 20, 500
 	ws := r.subscribeN(subscriptions, fmt.Sprintf("subscription { ticker(count: %d, intervalMs: 1, size: %d) { n payload } }", count, size))
 	pad := strings.Repeat("x", size)

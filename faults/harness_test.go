@@ -56,6 +56,21 @@ func sessionConfig(url string) session.Config {
 	}
 }
 
+// withoutKeepAlive turns the keep-alive off for a test whose fault delays
+// what the upstream sends without breaking the connection (latency, a
+// bandwidth cap, sliced frames) and which asserts that no reconnect
+// happens. Such a fault queues the answer to a keep-alive probe behind
+// every result already in flight, in the proxy and in the socket buffers:
+// up to seconds of them on a loaded machine (TestSlicedFrames pushes 50 KB
+// through 8-byte slices), which is longer than the short keep-alive timeout
+// of sessionConfig. A keep-alive that then gives up on the connection is
+// right to, so the test would fail without a bug; the keep-alive has tests
+// of its own (TestBlackholeDetectedByKeepAlive, TestOneWayBlackholeDetected).
+func withoutKeepAlive(cfg session.Config) session.Config {
+	cfg.KeepAlive = -1
+	return cfg
+}
+
 // startDemo runs the gqlgen demo upstream; it is closed in t.Cleanup (and
 // may be closed earlier: Close is idempotent).
 func startDemo(t *testing.T) *demoupstream.Server {
