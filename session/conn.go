@@ -55,7 +55,9 @@ type Config struct {
 	// make-before-break. At most half the credential's remaining lifetime is
 	// used. Default 1m.
 	RotateBefore time.Duration
-	// WriteTimeout bounds one frame write. Default 10s.
+	// WriteTimeout bounds one frame write, and after a failed write how
+	// long the session waits for the upstream's close frame (which decides
+	// the outcome) before it closes the socket itself. Default 10s.
 	WriteTimeout time.Duration
 	// MaxMessageBytes limits one inbound message. Default 16 MiB.
 	MaxMessageBytes int64
@@ -665,9 +667,13 @@ func (c *Conn) connect(ctx context.Context, a Attempt) (*link, Handshake, *Error
 			CodeAckTimeout, "Connection acknowledgement timeout")
 	})
 	defer ackTimer.Stop()
-	err := l.write(appendMessage(nil, msgConnectionInit, "", hs.InitPayload))
-	if err == nil {
-		err = c.awaitAck(l)
+	l.send(appendMessage(nil, msgConnectionInit, "", hs.InitPayload))
+	// Whether or not the write failed, the reader tells how the socket
+	// ended (see writeFailed); an ack read after a failed write does not
+	// save the socket.
+	err := c.awaitAck(l)
+	if err == nil && l.failed() {
+		err = l.drain()
 	}
 	if err != nil {
 		l.finish()
