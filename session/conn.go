@@ -55,7 +55,9 @@ type Config struct {
 	// make-before-break. At most half the credential's remaining lifetime is
 	// used. Default 1m.
 	RotateBefore time.Duration
-	// WriteTimeout bounds one frame write. Default 10s.
+	// WriteTimeout bounds one frame write, and after a failed write how
+	// long the session waits for the upstream's close frame (which decides
+	// the outcome) before it closes the socket itself. Default 10s.
 	WriteTimeout time.Duration
 	// MaxMessageBytes limits one inbound message. Default 16 MiB.
 	MaxMessageBytes int64
@@ -444,7 +446,7 @@ func (c *Conn) run() {
 	)
 	for {
 		c.setState(StateChange{State: StateConnecting, Attempt: c.retrier.attempt + 1})
-		uptime, e := c.attempt(Attempt{Number: c.retrier.attempt + 1, Refresh: refresh, Cause: cause})
+		uptime, served, e := c.attempt(Attempt{Number: c.retrier.attempt + 1, Refresh: refresh, Cause: cause})
 		tries++
 		if c.closing() {
 			c.terminate(nil)
@@ -468,8 +470,13 @@ func (c *Conn) run() {
 			tries, nudged = 0, false // the connection that just ended was healthy: a new outage
 		}
 		if e.Class == ClassAuth {
-			if usedFresh && !healthy {
-				// Rejected again right after a fresh credential.
+			// A fresh credential rejected before the ack, or acknowledged
+			// and rejected before any result (an upstream that refuses
+			// every operation with it), would be rejected again: the
+			// refresh loop ends here. One the upstream acknowledged and
+			// served results with was judged good; its later rejection
+			// (expiry, revocation) deserves a refresh like any other.
+			if usedFresh && !healthy && !served {
 				c.terminate(e)
 				return
 			}
@@ -582,14 +589,15 @@ func (c *Conn) terminate(e *Error) {
 }
 
 // attempt makes one connection and serves it until it ends. It returns how
-// long the connection was acknowledged and why it ended. A credential
-// rotation hands the operations to a successor socket without ending the
-// attempt.
-func (c *Conn) attempt(a Attempt) (time.Duration, *Error) {
+// long the connection was acknowledged, whether results arrived on the
+// socket that ended it (the upstream served operations with its
+// credential), and why it ended. A credential rotation hands the operations
+// to a successor socket without ending the attempt.
+func (c *Conn) attempt(a Attempt) (time.Duration, bool, *Error) {
 	start := time.Now()
 	l, hs, e := c.connect(c.ctx, a)
 	if e != nil {
-		return 0, e
+		return 0, false, e
 	}
 	acked := time.Now()
 
@@ -597,7 +605,7 @@ func (c *Conn) attempt(a Attempt) (time.Duration, *Error) {
 	if c.state == StateClosed || c.closing() {
 		c.mu.Unlock()
 		l.finish()
-		return 0, &Error{Class: ClassTransient, Reason: "closed"}
+		return 0, false, &Error{Class: ClassTransient, Reason: "closed"}
 	}
 	c.link = l
 	c.state = StateReady
@@ -627,7 +635,7 @@ func (c *Conn) attempt(a Attempt) (time.Duration, *Error) {
 			}
 			c.mu.Unlock()
 			l.finish()
-			return time.Since(acked), l.outcome(err, true)
+			return time.Since(acked), l.results, l.outcome(err, true)
 		}
 		l.finish()
 		l = next
@@ -665,9 +673,13 @@ func (c *Conn) connect(ctx context.Context, a Attempt) (*link, Handshake, *Error
 			CodeAckTimeout, "Connection acknowledgement timeout")
 	})
 	defer ackTimer.Stop()
-	err := l.write(appendMessage(nil, msgConnectionInit, "", hs.InitPayload))
-	if err == nil {
-		err = c.awaitAck(l)
+	l.send(appendMessage(nil, msgConnectionInit, "", hs.InitPayload))
+	// Whether or not the write failed, the reader tells how the socket
+	// ended (see writeFailed); an ack read after a failed write does not
+	// save the socket.
+	err := c.awaitAck(l)
+	if err == nil && l.failed() {
+		err = l.drain()
 	}
 	if err != nil {
 		l.finish()
@@ -836,6 +848,7 @@ func (c *Conn) serve(l *link) error {
 				l.violation(env, false)
 				return l.drain()
 			}
+			l.results = true
 			if op := c.lookup(env.id); op != nil {
 				op.next(env.payload)
 			}

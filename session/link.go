@@ -33,8 +33,17 @@ type link struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// results says a result (next/data) arrived on the socket: the
+	// upstream served operations with its credential. Only the Conn's
+	// goroutine, the reader, touches it.
+	results bool
+
 	mu      sync.Mutex
 	failure *Error // why the session itself ended the socket; first wins
+	// symptom says the failure is a failed write or an unanswered probe,
+	// not a close frame the session sent: a close frame the reader
+	// received is the upstream's word and decides the outcome instead.
+	symptom bool
 	ended   bool
 	next    *link // the successor after a credential rotation
 	timers  []*time.Timer
@@ -98,10 +107,17 @@ func (l *link) drain() error {
 	}
 }
 
-// outcome turns the end of the socket into an Error.
+// outcome turns the end of the socket, err from the reader, into an
+// Error. What the session decided (a violation, an ack timeout, a rotation)
+// comes first; a close frame the upstream sent comes before a symptom the
+// session saw (a write failing because that close had already closed the
+// socket, or a probe it cut short).
 func (l *link) outcome(err error, acked bool) *Error {
 	l.mu.Lock()
 	f := l.failure
+	if l.symptom && websocket.CloseStatus(err) != -1 {
+		f = nil
+	}
 	l.mu.Unlock()
 	if f != nil {
 		if !acked {
@@ -123,7 +139,8 @@ func (l *link) outcome(err error, acked bool) *Error {
 }
 
 // fail records why the session ends the socket and closes it: with a close
-// frame carrying code, or abruptly when code is 0.
+// frame carrying code, or abruptly when code is 0 (then the failure is a
+// symptom: see outcome).
 func (l *link) fail(e *Error, code int, reason string) {
 	l.mu.Lock()
 	if l.failure != nil || l.ended {
@@ -131,6 +148,7 @@ func (l *link) fail(e *Error, code int, reason string) {
 		return
 	}
 	l.failure = e
+	l.symptom = code == 0
 	l.wg.Add(1)
 	l.mu.Unlock()
 	go func() {
@@ -217,12 +235,48 @@ func (l *link) write(frame []byte) error {
 	return l.ws.Write(ctx, websocket.MessageText, frame)
 }
 
-// send writes a frame; a failed write ends the socket, and with it every
-// operation on it is resubscribed elsewhere.
+// send writes a frame; a failed write ends the socket (see writeFailed).
 func (l *link) send(frame []byte) {
 	if err := l.write(frame); err != nil {
-		l.fail(&Error{Class: ClassTransient, Code: CodeAbnormal, Reason: "write failed: " + err.Error(), Err: err}, 0, "")
+		l.writeFailed(err)
 	}
+}
+
+// writeFailed ends the socket after a failed write, without deciding why it
+// ended: most often the write failed because the reader had just received
+// the upstream's close frame (which closes the socket), or the upstream's
+// close frame is still on its way behind the reset that failed the write.
+// The failure is recorded as a symptom, and the socket is left to the
+// reader, which ends at once on a closed or reset socket, so that a close
+// frame it receives decides the outcome. Should the reader not end within
+// the write timeout, the socket is closed under it.
+func (l *link) writeFailed(err error) {
+	l.mu.Lock()
+	if l.failure != nil || l.ended {
+		l.mu.Unlock()
+		return
+	}
+	l.failure = &Error{Class: ClassTransient, Code: CodeAbnormal, Reason: "write failed: " + err.Error(), Err: err}
+	l.symptom = true
+	l.wg.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.wg.Done()
+		t := time.NewTimer(l.c.cfg.WriteTimeout)
+		defer t.Stop()
+		select {
+		case <-l.stop: // the reader ended; finish closes the socket
+		case <-t.C:
+			_ = l.ws.CloseNow()
+		}
+	}()
+}
+
+// failed reports whether the session recorded a failure of the socket.
+func (l *link) failed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failure != nil
 }
 
 // goSend writes frames in the background so the reader keeps reading.
@@ -235,7 +289,7 @@ func (l *link) goSend(frames [][]byte) {
 			default:
 			}
 			if err := l.write(f); err != nil {
-				l.fail(&Error{Class: ClassTransient, Code: CodeAbnormal, Reason: "write failed: " + err.Error(), Err: err}, 0, "")
+				l.writeFailed(err)
 				return
 			}
 		}

@@ -41,6 +41,9 @@ type memConn struct {
 	self, peer chan struct{} // closed by this end's / the peer's Close
 	once       *sync.Once
 	rest       []byte
+	// failWrite, when set, may fail a write before it is sent: a reset
+	// that the reads have not seen yet.
+	failWrite func(p []byte) error
 }
 
 func memPipe() (*memConn, *memConn) {
@@ -77,6 +80,11 @@ func (c *memConn) Read(p []byte) (int, error) {
 }
 
 func (c *memConn) Write(p []byte) (int, error) {
+	if c.failWrite != nil {
+		if err := c.failWrite(p); err != nil {
+			return 0, err
+		}
+	}
 	select {
 	case <-c.self:
 		return 0, net.ErrClosed
@@ -114,7 +122,11 @@ type memNet struct {
 	handler func(w http.ResponseWriter, r *http.Request, n int)
 	dials   atomic.Int32
 	refuse  atomic.Bool // dials fail as if nothing listened
-	wg      sync.WaitGroup
+	// clientWrites, when set, is asked before every write of the client
+	// end of connection n (numbered from 1, the upgrade request included);
+	// an error fails the write. Set it before the first dial.
+	clientWrites func(n int, p []byte) error
+	wg           sync.WaitGroup
 }
 
 func newMemNet(handler func(w http.ResponseWriter, r *http.Request, n int)) *memNet {
@@ -131,6 +143,9 @@ func (m *memNet) client() *http.Client {
 			}
 			cc, sc := memPipe()
 			n := int(m.dials.Add(1))
+			if m.clientWrites != nil {
+				cc.failWrite = func(p []byte) error { return m.clientWrites(n, p) }
+			}
 			m.wg.Go(func() { m.serve(sc, n) })
 			return cc, nil
 		},

@@ -187,6 +187,7 @@ func TestBackoffScheduleInFakeTime(t *testing.T) {
 		p := newBubbleProbe()
 		subscribe(t, c, p)
 		e := asError(t, p.waitDone(t))
+		<-c.Done() // StateClosed is reported after the operations heard OnDone
 		if e.Class != ClassTransient || !e.Exhausted {
 			t.Fatalf("outcome %+v, want exhausted transient", e)
 		}
@@ -243,6 +244,7 @@ func TestAttemptsAfterHealthyConnection(t *testing.T) {
 		p := newBubbleProbe()
 		subscribe(t, c, p)
 		e := asError(t, p.waitDone(t))
+		<-c.Done() // StateClosed is reported after the operations heard OnDone
 		redials := len(st.of(StateConnecting)) - 1
 		if !e.Exhausted || e.Attempts != redials || redials < 2 {
 			t.Fatalf("outcome %+v after %d redials, want Attempts %d", e, redials, redials)

@@ -60,8 +60,20 @@ type NodeOptions struct {
 	// connection that long after its connection_init, with ExpiryCloseCode
 	// and reason "token expired".
 	TokenTTL time.Duration
-	// ExpiryCloseCode is the close code used for TokenTTL expiry (server default 4401).
+	// ExpiryCloseCode is the close code used for TokenTTL expiry and
+	// CloseAfterResults (server default 4401).
 	ExpiryCloseCode int
+	// CloseAfterResults, when positive, makes the server close every
+	// accepted connection right after it sent that many results (next or
+	// data messages, of any operation), with ExpiryCloseCode and reason
+	// "token expired": a token that was good and expired while results
+	// flowed.
+	CloseAfterResults int
+	// RejectSubscribeFrom, when positive, makes the server close the
+	// accepted connection with that number (counted from 1) and every
+	// later one with 4403 "Forbidden" at their first subscribe: a
+	// credential acknowledged, then refused for every operation.
+	RejectSubscribeFrom int
 	// KeepAlive, when positive, enables the library's keep-alive: `ka`
 	// messages for LegacyWS, WebSocket ping frames for TransportWS.
 	KeepAlive time.Duration
@@ -216,6 +228,12 @@ func (n *Node) args(port int) []string {
 	}
 	if n.opts.ExpiryCloseCode != 0 {
 		args = append(args, "--expiry-close-code", strconv.Itoa(n.opts.ExpiryCloseCode))
+	}
+	if n.opts.CloseAfterResults > 0 {
+		args = append(args, "--close-after-results", strconv.Itoa(n.opts.CloseAfterResults))
+	}
+	if n.opts.RejectSubscribeFrom > 0 {
+		args = append(args, "--reject-subscribe-from", strconv.Itoa(n.opts.RejectSubscribeFrom))
 	}
 	if n.opts.KeepAlive > 0 {
 		args = append(args, "--keep-alive-ms", strconv.FormatInt(max(1, n.opts.KeepAlive.Milliseconds()), 10))

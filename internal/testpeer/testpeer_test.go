@@ -403,6 +403,71 @@ func TestTokenExpiry(t *testing.T) {
 	}
 }
 
+// TestCloseAfterResults: with CloseAfterResults every accepted connection
+// closes right after its Nth result, counted over all its operations.
+func TestCloseAfterResults(t *testing.T) {
+	for _, proto := range protocols {
+		t.Run(string(proto), func(t *testing.T) {
+			t.Parallel()
+			n := StartNode(t, NodeOptions{Protocol: proto, CloseAfterResults: 3, ExpiryCloseCode: 4403})
+			for range 2 { // every connection, not only the first
+				c := dial(t, n, proto)
+				c.initAck(nil)
+				c.subscribe("1", `subscription { ticker(count: 0, intervalMs: 10) { n } }`)
+				c.subscribe("2", `subscription { ticker(count: 0, intervalMs: 10) { n } }`)
+				results := 0
+				var err error
+				for {
+					var m message
+					if m, err = c.read(); err != nil {
+						break
+					}
+					if m.Type == c.nextType() {
+						results++
+					}
+				}
+				if code, reason := closeOf(t, err); code != 4403 || reason != "token expired" || results != 3 {
+					t.Fatalf("close %d %q after %d results, want 4403 \"token expired\" after 3 (%v)", code, reason, results, err)
+				}
+			}
+			n.WaitFor(t, func(s Stats) bool { return s.Connections == 0 && s.Active == 0 })
+		})
+	}
+}
+
+// TestRejectSubscribeFrom: connections before the Kth accepted one serve
+// operations; from it on, the first subscribe closes the connection 4403.
+// A rejected init is not counted.
+func TestRejectSubscribeFrom(t *testing.T) {
+	for _, proto := range protocols {
+		t.Run(string(proto), func(t *testing.T) {
+			t.Parallel()
+			n := StartNode(t, NodeOptions{Protocol: proto, Token: "tok", RejectSubscribeFrom: 2})
+			bad := dial(t, n, proto)
+			bad.init(bearer("wrong"))
+			_ = bad.readClose()
+
+			first := dial(t, n, proto)
+			first.initAck(bearer("tok"))
+			first.subscribe("1", `subscription { ticker(count: 1, intervalMs: 10) { n } }`)
+			if m := first.mustRead(); m.Type != first.nextType() {
+				t.Fatalf("first accepted connection: got %+v, want a result", m)
+			}
+			for range 2 {
+				c := dial(t, n, proto)
+				c.initAck(bearer("tok"))
+				c.subscribe("1", `subscription { ticker(count: 0, intervalMs: 10) { n } }`)
+				if code, reason := closeOf(t, c.readClose()); code != 4403 || reason != "Forbidden" {
+					t.Fatalf("close %d %q, want 4403 Forbidden", code, reason)
+				}
+			}
+			if s := n.Stats(t); s.Started != 1 {
+				t.Fatalf("%d operations started, want only the first connection's", s.Started)
+			}
+		})
+	}
+}
+
 func TestCloseAllAndDropAll(t *testing.T) {
 	for _, proto := range protocols {
 		t.Run(string(proto), func(t *testing.T) {

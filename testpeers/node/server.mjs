@@ -10,7 +10,8 @@
 //
 // Usage:
 //   node server.mjs --protocol graphql-transport-ws|graphql-ws [--token T]
-//        [--token-ttl-ms N] [--expiry-close-code C] [--keep-alive-ms N] [--port 0]
+//        [--token-ttl-ms N] [--expiry-close-code C] [--close-after-results N]
+//        [--reject-subscribe-from K] [--keep-alive-ms N] [--port 0]
 //
 // On readiness prints one JSON line to stdout:
 //   {"url":"ws://127.0.0.1:PORT/graphql","control":"http://127.0.0.1:PORT"}
@@ -25,6 +26,7 @@ import {
   GraphQLString,
   GraphQLInt,
   GraphQLNonNull,
+  GraphQLError,
   execute,
   subscribe,
 } from 'graphql';
@@ -51,6 +53,8 @@ try {
       token: { type: 'string' },
       'token-ttl-ms': { type: 'string' },
       'expiry-close-code': { type: 'string' },
+      'close-after-results': { type: 'string' },
+      'reject-subscribe-from': { type: 'string' },
       'keep-alive-ms': { type: 'string' },
       port: { type: 'string' },
     },
@@ -75,6 +79,8 @@ if (protocol !== PROTO_TRANSPORT && protocol !== PROTO_LEGACY) {
 let acceptedToken = flags.token ?? '';
 const tokenTTLms = intFlag('token-ttl-ms', 0);
 const expiryCloseCode = intFlag('expiry-close-code', 4401);
+const closeAfterResults = intFlag('close-after-results', 0);
+const rejectSubscribeFrom = intFlag('reject-subscribe-from', 0);
 const keepAliveMs = intFlag('keep-alive-ms', 0);
 const port = intFlag('port', 0);
 
@@ -289,6 +295,55 @@ function armExpiry(socket) {
   socket.once('close', () => clearTimeout(timer));
 }
 
+// Numbers the accepted connections from 1 (rejected inits are not counted).
+let acceptedCount = 0;
+const acceptedNumber = new WeakMap();
+
+// Called once a connection_init is accepted: numbers the connection, and
+// arms the token expiry and the close after --close-after-results results.
+function accepted(socket) {
+  acceptedNumber.set(socket, ++acceptedCount);
+  armExpiry(socket);
+  watchResults(socket);
+}
+
+// With --close-after-results N, closes the connection with
+// --expiry-close-code and reason "token expired" right after it sent its
+// Nth result (next or data, whichever operation it belongs to): the token
+// was good, and expired while results were flowing. The results go out
+// through the library's own socket.send; this only watches them.
+function watchResults(socket) {
+  if (closeAfterResults <= 0) return;
+  const send = socket.send.bind(socket);
+  let results = 0;
+  socket.send = (data, ...rest) => {
+    const open = socket.readyState === socket.OPEN;
+    send(data, ...rest);
+    if (!open) return;
+    let type;
+    try {
+      type = JSON.parse(String(data)).type;
+    } catch {
+      return;
+    }
+    if ((type === 'next' || type === 'data') && ++results === closeAfterResults) {
+      log(`${results} results sent, closing with ${expiryCloseCode}`);
+      socket.close(expiryCloseCode, 'token expired');
+    }
+  };
+}
+
+// With --reject-subscribe-from K, the Kth accepted connection and every
+// later one close with 4403 Forbidden on their first subscribe: an upstream
+// that acknowledges the credential and refuses every operation with it.
+function rejectsSubscribe(socket) {
+  const n = acceptedNumber.get(socket);
+  if (rejectSubscribeFrom <= 0 || n === undefined || n < rejectSubscribeFrom) return false;
+  log(`connection ${n}: subscribe refused, closing with 4403`);
+  socket.close(4403, 'Forbidden');
+  return true;
+}
+
 // ---------------------------------------------------------------------------
 // HTTP server + control API
 
@@ -371,11 +426,14 @@ if (protocol === PROTO_TRANSPORT) {
           log('connection_init rejected (bad or missing token)');
           return false; // library closes with 4403 Forbidden
         }
-        armExpiry(ctx.extra.socket);
+        accepted(ctx.extra.socket);
         return true;
       },
-      onSubscribe: (_ctx, id) => {
+      onSubscribe: (ctx, id) => {
         recordSubscribeId(id);
+        if (rejectsSubscribe(ctx.extra.socket)) {
+          return [new GraphQLError('Forbidden')]; // not sent: the socket is closing
+        }
         return undefined; // let the library parse/validate/execute
       },
     },
@@ -398,11 +456,16 @@ if (protocol === PROTO_TRANSPORT) {
           // library sends connection_error {message} and closes (1011)
           throw new Error('Unauthorized: invalid or missing token');
         }
-        armExpiry(socket);
+        accepted(socket);
         return {};
       },
-      onOperation: (message, params) => {
+      onOperation: (message, params, socket) => {
         recordSubscribeId(message.id);
+        if (rejectsSubscribe(socket)) {
+          // Fails the operation without running it (the library's error
+          // message is not sent: the socket is closing).
+          return Promise.reject(new Error('Forbidden'));
+        }
         return params;
       },
     },
