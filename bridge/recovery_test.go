@@ -13,16 +13,19 @@ import (
 )
 
 // TestFirstConnectionBackBringsTheOthers: after an outage, the upstream's
-// connections wait out long backoffs (20 s here); as soon as one connection
-// to it is acknowledged again, the others retry at once instead of each
-// finding out on its own up to the backoff cap later.
+// connections wait out long backoffs (an hour here, longer than the test's
+// 30 s stream deadline); as soon as one connection to it is acknowledged
+// again, the others retry at once instead of each finding out on its own up
+// to the backoff cap later. Without that, the streams below would never hear
+// STATE_RESUBSCRIBED and the test would fail at its deadline; no duration is
+// measured, so a slow machine cannot fail it.
 func TestFirstConnectionBackBringsTheOthers(t *testing.T) {
 	t.Parallel()
 	demo := startDemo(t, demoupstream.Options{})
 	addr := strings.TrimSuffix(strings.TrimPrefix(demo.URL(), "ws://"), "/graphql")
 	cfg := session.Config{URL: demo.URL(), Rand: func() float64 { return 0.99 },
-		// Attempt 1 after 20 ms, attempt 2 after 20 s.
-		Backoff: session.Backoff{Initial: 20 * time.Millisecond, Multiplier: 1000, Max: time.Hour}}
+		// Attempt 1 after 20 ms, attempt 2 after an hour.
+		Backoff: session.Backoff{Initial: 20 * time.Millisecond, Multiplier: 180_000, Max: time.Hour}}
 	up := &bridge.Upstream{Session: cfg, MaxOpsPerConn: 1}
 	e := startBridge(t, overTCP, bridge.Config{Upstreams: map[string]*bridge.Upstream{"demo": up}})
 	query := func(ms int) *bridgev1.SubscribeRequest {
@@ -33,14 +36,13 @@ func TestFirstConnectionBackBringsTheOthers(t *testing.T) {
 	b.expectLifecycle(bridgev1.Lifecycle_STATE_SUBSCRIBED)
 
 	demo.Close()
-	waitFor(t, func() bool { // both connections in their 20 s wait
+	waitFor(t, func() bool { // both connections in their hour-long wait
 		conns := e.svc.Snapshot().Upstreams[0].Connections
 		return len(conns) == 2 && conns[0].State == "backoff" && conns[0].Attempt >= 2 && conns[1].State == "backoff" && conns[1].Attempt >= 2
 	})
 	startDemo(t, demoupstream.Options{Addr: addr})
 	// A new subscriber needs a third connection: it dials at once and is
 	// acknowledged; the other two follow.
-	back := time.Now()
 	c := e.subscribe(t, query(52))
 	c.expectLifecycle(bridgev1.Lifecycle_STATE_SUBSCRIBED)
 	for _, s := range []*stream{a, b} {
@@ -53,8 +55,5 @@ func TestFirstConnectionBackBringsTheOthers(t *testing.T) {
 				break
 			}
 		}
-	}
-	if took := time.Since(back); took > 5*time.Second {
-		t.Fatalf("the other connections came back %v after the first, want well under their 20 s backoff", took)
 	}
 }
