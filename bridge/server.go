@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"math"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -439,7 +438,8 @@ type Snapshot struct {
 // UpstreamSnapshot describes one upstream's pool.
 type UpstreamSnapshot struct {
 	Name string `json:"name"`
-	// URL is the upstream's URL without user info or query.
+	// URL is the upstream's URL with its user info and query values
+	// redacted.
 	URL           string         `json:"url"`
 	Connections   []ConnSnapshot `json:"connections"`
 	Operations    int            `json:"operations"`    // upstream operations placed on connections
@@ -478,16 +478,6 @@ func (s *Server) Snapshot() Snapshot {
 		snap.Upstreams = append(snap.Upstreams, s.pools[name].snapshot())
 	}
 	return snap
-}
-
-// redactURL drops user info, query and fragment, where credentials hide.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(invalid url)"
-	}
-	u.User, u.RawQuery, u.Fragment = nil, "", ""
-	return u.String()
 }
 
 // UpstreamStats counts one upstream's pool.

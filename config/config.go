@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gqlbridge/gqlbridge/internal/redaction"
 )
 
 // Config is the whole file.
@@ -449,7 +451,7 @@ func (t *Token) String() string {
 	case len(t.Command) > 0:
 		return "command " + t.Command[0]
 	case t.OAuth2 != nil:
-		return "oauth2 " + t.OAuth2.TokenURL
+		return "oauth2 " + redaction.URL(t.OAuth2.TokenURL)
 	case t.Callback != nil:
 		return "callback " + t.Callback.Target
 	case t.Forward != "":

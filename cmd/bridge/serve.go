@@ -31,6 +31,7 @@ import (
 	"github.com/gqlbridge/gqlbridge/bridge"
 	"github.com/gqlbridge/gqlbridge/config"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
+	"github.com/gqlbridge/gqlbridge/internal/redaction"
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
@@ -255,7 +256,7 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, name := range cfg.Names() {
 		u := cfg.Upstreams[name]
-		fmt.Fprintf(stdout, "upstream %s: %s (token: %s)\n", name, u.URL, u.Token)
+		fmt.Fprintf(stdout, "upstream %s: %s (token: %s)\n", name, redaction.URL(u.URL), u.Token)
 	}
 	fmt.Fprintln(stdout, "configuration ok")
 	return nil
