@@ -102,6 +102,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, pools: map[string]*upstreamPool{}, log: cfg.Logger, drained: make(chan struct{})}
 	for name, up := range cfg.Upstreams {
+		// Refuse at start what every Subscribe would fail on.
+		if _, err := session.CheckURL(up.Session.URL); err != nil {
+			return nil, fmt.Errorf("bridge: upstream %s: url %w", name, err)
+		}
 		if up.MaxOpsPerConn <= 0 {
 			up.MaxOpsPerConn = 1000
 		}

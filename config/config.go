@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -20,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gqlbridge/gqlbridge/internal/redaction"
+	"github.com/gqlbridge/gqlbridge/session"
 )
 
 // Config is the whole file.
@@ -344,10 +344,12 @@ func (c *Config) validate() error {
 		if u.URL == "" {
 			return c.errorf(p(), "url is required (ws:// or wss://)")
 		}
-		pu, err := url.Parse(u.URL)
-		if err != nil || (pu.Scheme != "ws" && pu.Scheme != "wss") || pu.Host == "" {
-			return c.errorf(p("url"), "must be a ws:// or wss:// URL with a host")
+		// The session's own check: what loads is what it dials.
+		norm, err := session.CheckURL(u.URL)
+		if err != nil {
+			return c.errorf(p("url"), "%v (allowed: ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH)", err)
 		}
+		u.URL = norm
 		for _, sp := range u.Subprotocols {
 			if !slices.Contains(knownSubprotocols, sp) {
 				return c.errorf(p("subprotocols"), "unknown subprotocol %q (allowed: %s; these are wire names)", sp, strings.Join(knownSubprotocols, ", "))

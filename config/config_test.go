@@ -65,3 +65,22 @@ func TestSecretNotInErrors(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestURLSchemeInAnyCase: the scheme is case-insensitive (RFC 3986 §3.1):
+// WS:// and Wss:// load, with the scheme lowered for the session; the rest
+// of the URL is kept as written.
+func TestURLSchemeInAnyCase(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"WS://Orders.internal/GraphQL?Key=V": "ws://Orders.internal/GraphQL?Key=V",
+		"Wss://orders.internal:8443/graphql": "wss://orders.internal:8443/graphql",
+	} {
+		cfg, err := Parse([]byte("upstreams:\n  a:\n    url: "+in+"\n"), env(nil))
+		if err != nil {
+			t.Fatalf("url %s: %v", in, err)
+		}
+		if got := cfg.Upstreams["a"].URL; got != want {
+			t.Errorf("url %s loaded as %s, want %s", in, got, want)
+		}
+	}
+}

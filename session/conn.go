@@ -248,9 +248,11 @@ func Dial(cfg Config) (*Conn, error) {
 }
 
 func (cfg *Config) normalize() error {
-	if !strings.HasPrefix(cfg.URL, "ws://") && !strings.HasPrefix(cfg.URL, "wss://") {
-		return fmt.Errorf("session: url %q must start with ws:// or wss://", cfg.URL)
+	u, err := CheckURL(cfg.URL)
+	if err != nil {
+		return fmt.Errorf("session: url %s %w", redaction.URL(cfg.URL), err)
 	}
+	cfg.URL = u
 	if len(cfg.Subprotocols) == 0 {
 		cfg.Subprotocols = []string{TransportWS, LegacyWS}
 	}
