@@ -447,7 +447,7 @@ type UpstreamSnapshot struct {
 	URL           string         `json:"url"`
 	Connections   []ConnSnapshot `json:"connections"`
 	Operations    int            `json:"operations"`    // upstream operations placed on connections
-	Shared        int            `json:"shared"`        // operations shared by deduplication
+	Shared        int            `json:"shared"`        // operations with more than one subscriber (deduplication)
 	Subscriptions int            `json:"subscriptions"` // open Subscribe streams
 	Events        []ConnEvent    `json:"events"`
 }
@@ -484,7 +484,8 @@ func (s *Server) Snapshot() Snapshot {
 	return snap
 }
 
-// UpstreamStats counts one upstream's pool.
+// UpstreamStats counts one upstream's pool. Shared counts operations with
+// more than one subscriber.
 type UpstreamStats struct {
 	Connections, Operations, Shared int
 }
