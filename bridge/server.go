@@ -64,8 +64,16 @@ type Config struct {
 	// Authorize checks that the caller may use upstream; nil allows all.
 	// Its error is returned as is (a *RequestError picks the code).
 	Authorize func(ctx context.Context, upstream string) error
-	Logger    *slog.Logger
-	Metrics   *Metrics
+	// MaxConnectionAge, when set, ages callers' connections: gRPC sends a
+	// GOAWAY after it, and the streams still open on the connection end
+	// like a drain, DrainGrace later (see age.go). It takes effect through
+	// ServerOptions.
+	MaxConnectionAge time.Duration
+	// DrainGrace is how long a stream may go on after its connection got
+	// the GOAWAY of MaxConnectionAge.
+	DrainGrace time.Duration
+	Logger     *slog.Logger
+	Metrics    *Metrics
 }
 
 // Server implements SubscriptionService.
@@ -200,6 +208,7 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 		onL   = &bridgev1.SubscribeResponse_Lifecycle{}
 		resp  = &bridgev1.SubscribeResponse{}
 		out   = s.cfg.Metrics.eventOut(upstream)
+		aged  = connAged(ctx)
 	)
 	for {
 		select {
@@ -208,6 +217,8 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 			return ctx.Err()
 		case <-s.drained:
 			return ErrDraining
+		case <-aged:
+			return ErrConnectionAged
 		}
 		var done bool
 		var outcome error

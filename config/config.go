@@ -59,9 +59,11 @@ type Server struct {
 	// Pprof mounts /debug/pprof/ on the admin server. Default false.
 	Pprof bool `yaml:"pprof"`
 	// MaxConnectionAge sends callers' HTTP/2 connections a GOAWAY after this
-	// long, so clients balancing over a headless Service find new replicas;
-	// streams then get drain_grace to finish and end with UNAVAILABLE (callers
-	// resubscribe). Default 0: connections live for ever.
+	// long (±10%), so clients balancing over a headless Service find new
+	// replicas; streams still open on the connection end like a drain
+	// (UNAVAILABLE, BRIDGE_DRAINING, RetryInfo) at 1.1 × this + drain_grace
+	// after it opened, and callers resubscribe on a new connection. At least
+	// 1s. Default 0: connections live for ever.
 	MaxConnectionAge time.Duration `yaml:"max_connection_age"`
 }
 
@@ -329,8 +331,8 @@ func (c *Config) validate() error {
 			return c.errorf([]string{"server", "admin_address"}, "%v (or \"off\")", err)
 		}
 	}
-	if s.MaxConnectionAge < 0 {
-		return c.errorf([]string{"server", "max_connection_age"}, "must not be negative (0s means connections live for ever)")
+	if s.MaxConnectionAge < 0 || s.MaxConnectionAge > 0 && s.MaxConnectionAge < time.Second {
+		return c.errorf([]string{"server", "max_connection_age"}, "%s is out of range (allowed: at least 1s, or 0s: connections live for ever)", s.MaxConnectionAge)
 	}
 	if s.DrainGrace < 0 {
 		return c.errorf([]string{"server", "drain_grace"}, "must not be negative (0s means the default, 10s)")

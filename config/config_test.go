@@ -130,6 +130,8 @@ func TestValidationGaps(t *testing.T) {
 			"line 5: upstreams.a.queue.size: must not be negative (0 means the default, 128)"},
 		{"close code out of range", up + "    close_codes:\n      4400: auth\n      999: auth\n",
 			"line 6: upstreams.a.close_codes.999: 999 is not a WebSocket close code (allowed: 1000-4999)"},
+		{"max_connection_age too short", "server:\n  max_connection_age: 10ms\n" + up,
+			"line 2: server.max_connection_age: 10ms is out of range (allowed: at least 1s, or 0s: connections live for ever)"},
 		{"retry duration", up + "    retry:\n      initial: 1s\n      max: -1s\n",
 			"line 6: upstreams.a.retry.max: must not be negative (0s means the default, 10s)"},
 	}
