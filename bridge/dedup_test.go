@@ -126,7 +126,8 @@ func TestDedupSharesOneOperation(t *testing.T) {
 	if st := demo.Stats(); st.ActiveSubscriptions != 1 || st.SubscriptionsEnded != 0 || st.SubscriptionsStarted != 1 {
 		t.Fatalf("upstream with one subscriber left: %+v", st)
 	}
-	expectStats(t, e.svc, "demo", bridge.UpstreamStats{Connections: 1, Operations: 1, Shared: 1})
+	// One subscriber left: the operation is no longer shared.
+	expectStats(t, e.svc, "demo", bridge.UpstreamStats{Connections: 1, Operations: 1, Shared: 0})
 
 	// The last leaver ends it: the bridge stops the operation on the open
 	// connection.
@@ -172,7 +173,9 @@ func TestDedupDistinguishes(t *testing.T) {
 	if n := subscribers(t, reg, "demo"); n != 5 {
 		t.Fatalf("%d subscribers, want 5", n)
 	}
-	expectStats(t, e.svc, "demo", bridge.UpstreamStats{Connections: 1, Operations: 4, Shared: 4})
+	// Of the four operations only the first has two subscribers: the others
+	// are deduplicable but shared with no one.
+	expectStats(t, e.svc, "demo", bridge.UpstreamStats{Connections: 1, Operations: 4, Shared: 1})
 }
 
 // TestDedupOff: without deduplication identical subscriptions are separate

@@ -116,6 +116,13 @@ func (f *fanout) leave(s *subscriber) (last bool, op *session.Operation) {
 	return true, f.op
 }
 
+// subscribers counts the subscribers the operation feeds.
+func (f *fanout) subscribers() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.subs)
+}
+
 // setOp records the started operation; false means every subscriber left
 // meanwhile and the caller must stop it.
 func (f *fanout) setOp(op *session.Operation) bool {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gqlbridge/gqlbridge/internal/redaction"
 	"github.com/gqlbridge/gqlbridge/session"
 )
 
@@ -248,8 +249,14 @@ func (p *upstreamPool) close(code int) {
 func (p *upstreamPool) snapshot() UpstreamSnapshot {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := UpstreamSnapshot{Name: p.name, URL: redactURL(p.up.Session.URL), Shared: len(p.shared),
+	s := UpstreamSnapshot{Name: p.name, URL: redaction.URL(p.up.Session.URL),
 		Subscriptions: p.reserved, Events: append([]ConnEvent(nil), p.events...)}
+	// p.shared holds every deduplicable operation, most with one subscriber.
+	for _, f := range p.shared {
+		if f.subscribers() > 1 {
+			s.Shared++
+		}
+	}
 	for _, list := range p.conns {
 		for _, pc := range list {
 			s.Connections = append(s.Connections, ConnSnapshot{State: pc.state, Subprotocol: pc.subprotocol,

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"math"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -65,8 +64,16 @@ type Config struct {
 	// Authorize checks that the caller may use upstream; nil allows all.
 	// Its error is returned as is (a *RequestError picks the code).
 	Authorize func(ctx context.Context, upstream string) error
-	Logger    *slog.Logger
-	Metrics   *Metrics
+	// MaxConnectionAge, when set, ages callers' connections: gRPC sends a
+	// GOAWAY after it, and the streams still open on the connection end
+	// like a drain, DrainGrace later (see age.go). It takes effect through
+	// ServerOptions.
+	MaxConnectionAge time.Duration
+	// DrainGrace is how long a stream may go on after its connection got
+	// the GOAWAY of MaxConnectionAge.
+	DrainGrace time.Duration
+	Logger     *slog.Logger
+	Metrics    *Metrics
 }
 
 // Server implements SubscriptionService.
@@ -103,6 +110,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, pools: map[string]*upstreamPool{}, log: cfg.Logger, drained: make(chan struct{})}
 	for name, up := range cfg.Upstreams {
+		// Refuse at start what every Subscribe would fail on.
+		if _, err := session.CheckURL(up.Session.URL); err != nil {
+			return nil, fmt.Errorf("bridge: upstream %s: url %w", name, err)
+		}
 		if up.MaxOpsPerConn <= 0 {
 			up.MaxOpsPerConn = 1000
 		}
@@ -197,6 +208,7 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 		onL   = &bridgev1.SubscribeResponse_Lifecycle{}
 		resp  = &bridgev1.SubscribeResponse{}
 		out   = s.cfg.Metrics.eventOut(upstream)
+		aged  = connAged(ctx)
 	)
 	for {
 		select {
@@ -205,6 +217,8 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 			return ctx.Err()
 		case <-s.drained:
 			return ErrDraining
+		case <-aged:
+			return ErrConnectionAged
 		}
 		var done bool
 		var outcome error
@@ -439,11 +453,12 @@ type Snapshot struct {
 // UpstreamSnapshot describes one upstream's pool.
 type UpstreamSnapshot struct {
 	Name string `json:"name"`
-	// URL is the upstream's URL without user info or query.
+	// URL is the upstream's URL with its user info and query values
+	// redacted.
 	URL           string         `json:"url"`
 	Connections   []ConnSnapshot `json:"connections"`
 	Operations    int            `json:"operations"`    // upstream operations placed on connections
-	Shared        int            `json:"shared"`        // operations shared by deduplication
+	Shared        int            `json:"shared"`        // operations with more than one subscriber (deduplication)
 	Subscriptions int            `json:"subscriptions"` // open Subscribe streams
 	Events        []ConnEvent    `json:"events"`
 }
@@ -480,17 +495,8 @@ func (s *Server) Snapshot() Snapshot {
 	return snap
 }
 
-// redactURL drops user info, query and fragment, where credentials hide.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(invalid url)"
-	}
-	u.User, u.RawQuery, u.Fragment = nil, "", ""
-	return u.String()
-}
-
-// UpstreamStats counts one upstream's pool.
+// UpstreamStats counts one upstream's pool. Shared counts operations with
+// more than one subscriber.
 type UpstreamStats struct {
 	Connections, Operations, Shared int
 }

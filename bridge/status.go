@@ -45,6 +45,9 @@ var (
 	ErrSlowConsumer = errors.New("subscriber fell behind: its queue is full")
 	// ErrDraining ends streams when the bridge shuts down.
 	ErrDraining = errors.New("bridge is shutting down")
+	// ErrConnectionAged ends the streams of a caller connection that
+	// reached Config.MaxConnectionAge; callers see it as a drain.
+	ErrConnectionAged = errors.New("your connection to the bridge reached its maximum age (server.max_connection_age)")
 )
 
 // RequestError is a bridge-side refusal of a request.
@@ -109,6 +112,9 @@ func Status(upstream string, err error) *status.Status {
 		}
 	case errors.Is(err, ErrSlowConsumer):
 		code, reason = codes.ResourceExhausted, ReasonSlowConsumer
+	case errors.Is(err, ErrConnectionAged):
+		code, reason, msg = codes.Unavailable, ReasonDraining, err.Error()+": subscribe again (a new connection will serve it)"
+		retry = 100*time.Millisecond + rand.N(900*time.Millisecond)
 	case errors.Is(err, ErrDraining), errors.Is(err, errShuttingDown), errors.Is(err, session.ErrClosed):
 		code, reason, msg = codes.Unavailable, ReasonDraining, ErrDraining.Error()+": subscribe again (another replica will serve it)"
 		// Spread the resubscribes of a draining replica's callers.

@@ -171,6 +171,10 @@ func TestStatusTable(t *testing.T) {
 		row{name: "draining", err: bridge.ErrDraining,
 			code: codes.Unavailable, reason: bridge.ReasonDraining, meta: upOnly, retry: 100 * time.Millisecond, jitter: 900 * time.Millisecond,
 			msg: "bridge is shutting down: subscribe again (another replica will serve it)"},
+		// So does the end of a stream on a caller connection that aged.
+		row{name: "connection aged", err: bridge.ErrConnectionAged,
+			code: codes.Unavailable, reason: bridge.ReasonDraining, meta: upOnly, retry: 100 * time.Millisecond, jitter: 900 * time.Millisecond,
+			msg: "your connection to the bridge reached its maximum age (server.max_connection_age): subscribe again (a new connection will serve it)"},
 		row{name: "connection closed by the bridge", err: session.ErrClosed,
 			code: codes.Unavailable, reason: bridge.ReasonDraining, meta: upOnly, retry: 100 * time.Millisecond, jitter: 900 * time.Millisecond,
 			msg: "bridge is shutting down: subscribe again (another replica will serve it)"},

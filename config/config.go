@@ -6,10 +6,13 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
+	"maps"
+	"net"
+	"net/http"
 	"os"
 	"regexp"
 	"slices"
@@ -18,6 +21,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gqlbridge/gqlbridge/internal/redaction"
+	"github.com/gqlbridge/gqlbridge/session"
 )
 
 // Config is the whole file.
@@ -53,9 +59,11 @@ type Server struct {
 	// Pprof mounts /debug/pprof/ on the admin server. Default false.
 	Pprof bool `yaml:"pprof"`
 	// MaxConnectionAge sends callers' HTTP/2 connections a GOAWAY after this
-	// long, so clients balancing over a headless Service find new replicas;
-	// streams then get drain_grace to finish and end with UNAVAILABLE (callers
-	// resubscribe). Default 0: connections live for ever.
+	// long (±10%), so clients balancing over a headless Service find new
+	// replicas; streams still open on the connection end like a drain
+	// (UNAVAILABLE, BRIDGE_DRAINING, RetryInfo) at 1.1 × this + drain_grace
+	// after it opened, and callers resubscribe on a new connection. At least
+	// 1s. Default 0: connections live for ever.
 	MaxConnectionAge time.Duration `yaml:"max_connection_age"`
 }
 
@@ -212,6 +220,14 @@ func Parse(b []byte, lookup func(string) (string, bool)) (*Config, error) {
 		}
 		return nil, fmt.Errorf("%s (see docs/config.md for the allowed keys)", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
+	// A second document would be ignored: refuse it (an empty one, a
+	// trailing "---", is harmless).
+	var next yaml.Node
+	if err := dec.Decode(&next); err == nil && !emptyDocument(&next) {
+		return nil, fmt.Errorf("line %d: a second YAML document starts here: the file holds one document; remove the \"---\" and merge the two", next.Line)
+	} else if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, err
@@ -227,6 +243,11 @@ func Parse(b []byte, lookup func(string) (string, bool)) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// emptyDocument reports whether a document holds nothing (null).
+func emptyDocument(n *yaml.Node) bool {
+	return n.Kind == yaml.DocumentNode && len(n.Content) == 1 && n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null"
 }
 
 // substitute replaces ${VAR} in every scalar under n.
@@ -302,11 +323,24 @@ func (c *Config) validate() error {
 	if s.DrainGrace == 0 {
 		s.DrainGrace = 10 * time.Second
 	}
-	if s.MaxConnectionAge < 0 {
-		return c.errorf([]string{"server", "max_connection_age"}, "must not be negative")
+	if err := checkAddress(s.GRPCAddress); err != nil {
+		return c.errorf([]string{"server", "grpc_address"}, "%v", err)
+	}
+	if s.AdminAddress != "off" {
+		if err := checkAddress(s.AdminAddress); err != nil {
+			return c.errorf([]string{"server", "admin_address"}, "%v (or \"off\")", err)
+		}
+	}
+	if s.MaxConnectionAge < 0 || s.MaxConnectionAge > 0 && s.MaxConnectionAge < time.Second {
+		return c.errorf([]string{"server", "max_connection_age"}, "%s is out of range (allowed: at least 1s, or 0s: connections live for ever)", s.MaxConnectionAge)
 	}
 	if s.DrainGrace < 0 {
-		return c.errorf([]string{"server", "drain_grace"}, "must not be negative")
+		return c.errorf([]string{"server", "drain_grace"}, "must not be negative (0s means the default, 10s)")
+	}
+	for _, f := range []field[int]{{"max_subscriptions", s.MaxSubscriptions}, {"max_query_bytes", s.MaxQueryBytes}, {"max_variables_bytes", s.MaxVariablesBytes}} {
+		if f.v < 0 {
+			return c.errorf([]string{"server", f.key}, "must not be negative (%s)", zeroMeans[f.key])
+		}
 	}
 	if t := s.TLS; t != nil && (t.CertFile == "" || t.KeyFile == "") {
 		return c.errorf([]string{"server", "tls"}, "cert_file and key_file are required")
@@ -331,7 +365,8 @@ func (c *Config) validate() error {
 	if len(c.Upstreams) == 0 {
 		return c.errorf([]string{"upstreams"}, "at least one upstream is required, e.g.\n  upstreams:\n    orders:\n      url: wss://orders.internal/graphql")
 	}
-	for name, u := range c.Upstreams {
+	for _, name := range c.Names() {
+		u := c.Upstreams[name]
 		p := func(k ...string) []string { return append([]string{"upstreams", name}, k...) }
 		if u == nil {
 			return c.errorf(p(), "is empty: an upstream needs at least a url")
@@ -342,10 +377,12 @@ func (c *Config) validate() error {
 		if u.URL == "" {
 			return c.errorf(p(), "url is required (ws:// or wss://)")
 		}
-		pu, err := url.Parse(u.URL)
-		if err != nil || (pu.Scheme != "ws" && pu.Scheme != "wss") || pu.Host == "" {
-			return c.errorf(p("url"), "must be a ws:// or wss:// URL with a host")
+		// The session's own check: what loads is what it dials.
+		norm, err := session.CheckURL(u.URL)
+		if err != nil {
+			return c.errorf(p("url"), "%v (allowed: ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH)", err)
 		}
+		u.URL = norm
 		for _, sp := range u.Subprotocols {
 			if !slices.Contains(knownSubprotocols, sp) {
 				return c.errorf(p("subprotocols"), "unknown subprotocol %q (allowed: %s; these are wire names)", sp, strings.Join(knownSubprotocols, ", "))
@@ -376,12 +413,16 @@ func (c *Config) validate() error {
 		if tl := u.TLS; tl != nil && (tl.CertFile == "") != (tl.KeyFile == "") {
 			return c.errorf(p("tls"), "cert_file and key_file go together")
 		}
-		for code, class := range u.CloseCodes {
+		if err := c.checkHeaders(u.Headers, p("headers")); err != nil {
+			return err
+		}
+		for _, code := range slices.Sorted(maps.Keys(u.CloseCodes)) {
+			class := u.CloseCodes[code]
 			if code < 1000 || code > 4999 {
-				return c.errorf(p("close_codes"), "%d is not a WebSocket close code (1000-4999)", code)
+				return c.errorf(p("close_codes", strconv.Itoa(code)), "%d is not a WebSocket close code (allowed: 1000-4999)", code)
 			}
 			if !slices.Contains(classNames, class) {
-				return c.errorf(p("close_codes"), "code %d: unknown class %q (allowed: %s)", code, class, strings.Join(classNames, ", "))
+				return c.errorf(p("close_codes", strconv.Itoa(code)), "unknown class %q (allowed: %s)", class, strings.Join(classNames, ", "))
 			}
 		}
 		switch u.Queue.Policy {
@@ -392,26 +433,33 @@ func (c *Config) validate() error {
 			return c.errorf(p("queue", "policy"), "unknown policy %q (allowed: drop_oldest, fail)", u.Queue.Policy)
 		}
 		if u.Queue.Size < 0 {
-			return c.errorf(p("queue", "size"), "must be positive")
+			return c.errorf(p("queue", "size"), "must not be negative (0 means the default, 128)")
 		}
-		for k, d := range map[string]time.Duration{"dial_timeout": u.DialTimeout, "ack_timeout": u.AckTimeout,
-			"keep_alive_timeout": u.KeepAliveTimeout, "idle_timeout": u.IdleTimeout} {
-			if d < 0 {
-				return c.errorf(p(k), "must not be negative")
+		for _, f := range []field[time.Duration]{{"dial_timeout", u.DialTimeout}, {"ack_timeout", u.AckTimeout},
+			{"keep_alive_timeout", u.KeepAliveTimeout}, {"idle_timeout", u.IdleTimeout}} {
+			if f.v < 0 {
+				return c.errorf(p(f.key), "must not be negative (%s)", zeroMeans[f.key])
 			}
 		}
-		if u.Token != nil && u.Token.RotateBefore < 0 {
-			return c.errorf(p("token", "rotate_before"), "must not be negative")
+		if err := c.checkKeepAlive(u, p); err != nil {
+			return err
 		}
-		if u.MaxMessageBytes < 0 || u.MaxOperationsPerConnection < 0 || u.MaxSubscriptions < 0 {
-			return c.errorf(p(), "max_message_bytes, max_operations_per_connection and max_subscriptions must not be negative")
+		if u.Token != nil && u.Token.RotateBefore < 0 {
+			return c.errorf(p("token", "rotate_before"), "must not be negative (0s means the default, 1m)")
+		}
+		for _, f := range []field[int64]{{"max_message_bytes", u.MaxMessageBytes},
+			{"max_operations_per_connection", int64(u.MaxOperationsPerConnection)}, {"max_subscriptions", int64(u.MaxSubscriptions)}} {
+			if f.v < 0 {
+				return c.errorf(p(f.key), "must not be negative (%s)", zeroMeans[f.key])
+			}
 		}
 		if u.Retry.Multiplier != 0 && u.Retry.Multiplier < 1 {
-			return c.errorf(p("retry", "multiplier"), "must be at least 1")
+			return c.errorf(p("retry", "multiplier"), "must be at least 1 (0 means the default, 2)")
 		}
-		for k, d := range map[string]time.Duration{"initial": u.Retry.Initial, "max": u.Retry.Max, "max_elapsed": u.Retry.MaxElapsed, "stable_after": u.Retry.StableAfter} {
-			if d < 0 {
-				return c.errorf(p("retry", k), "must not be negative")
+		for _, f := range []field[time.Duration]{{"initial", u.Retry.Initial}, {"max", u.Retry.Max},
+			{"max_elapsed", u.Retry.MaxElapsed}, {"stable_after", u.Retry.StableAfter}} {
+			if f.v < 0 {
+				return c.errorf(p("retry", f.key), "must not be negative (%s)", zeroMeans["retry."+f.key])
 			}
 		}
 		if u.Dedup == nil {
@@ -420,6 +468,117 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// field is a key and its value, for checks that loop over several keys.
+type field[T any] struct {
+	key string
+	v   T
+}
+
+// zeroMeans says what 0 means for the keys that must not be negative, for
+// their errors.
+var zeroMeans = map[string]string{
+	"max_subscriptions":             "0 means no cap",
+	"max_query_bytes":               "0 means the default, 65536",
+	"max_variables_bytes":           "0 means the default, 65536",
+	"dial_timeout":                  "0s means the default, 10s",
+	"ack_timeout":                   "0s means the default, 10s",
+	"keep_alive_timeout":            "0s means the default, 10s",
+	"idle_timeout":                  "0s means the default, 30s",
+	"max_message_bytes":             "0 means the default, 16777216",
+	"max_operations_per_connection": "0 means the default, 1000",
+	"retry.initial":                 "0s means the default, 100ms",
+	"retry.max":                     "0s means the default, 10s",
+	"retry.max_elapsed":             "0s means never give up",
+	"retry.stable_after":            "0s means the default, 10s",
+}
+
+// checkAddress accepts what net.Listen("tcp", addr) takes with a numeric
+// port: HOST:PORT or :PORT, the port 0 (any free port) to 65535.
+func checkAddress(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT (allowed: 127.0.0.1:50051, :50051, [::1]:50051)", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is out of range (allowed: a number from 0 to 65535)", port)
+	}
+	return nil
+}
+
+// Keep-alive bounds: a probe needs time to be answered, and probing faster
+// than that only reconnects healthy connections.
+const (
+	minKeepAlive        = time.Second
+	minKeepAliveTimeout = time.Second
+	defKeepAlive        = 15 * time.Second // the session's defaults
+	defKeepAliveTimeout = 10 * time.Second
+)
+
+// checkKeepAlive checks keep_alive and keep_alive_timeout, with the
+// session's defaults for the one not set: each at least a second, and a
+// probe must be answered before the next is due.
+func (c *Config) checkKeepAlive(u *Upstream, p func(...string) []string) error {
+	if u.KeepAlive < 0 {
+		return nil // probing disabled: the timeout is unused
+	}
+	if u.KeepAlive > 0 && u.KeepAlive < minKeepAlive {
+		return c.errorf(p("keep_alive"), "%s is too short (allowed: at least %s, 0s for the default %s, or negative to disable probing)", u.KeepAlive, minKeepAlive, defKeepAlive)
+	}
+	if u.KeepAliveTimeout > 0 && u.KeepAliveTimeout < minKeepAliveTimeout {
+		return c.errorf(p("keep_alive_timeout"), "%s is too short (allowed: at least %s, or 0s for the default %s)", u.KeepAliveTimeout, minKeepAliveTimeout, defKeepAliveTimeout)
+	}
+	every, timeout := cmp.Or(u.KeepAlive, defKeepAlive), cmp.Or(u.KeepAliveTimeout, defKeepAliveTimeout)
+	if timeout <= every {
+		return nil
+	}
+	if u.KeepAliveTimeout == 0 {
+		return c.errorf(p("keep_alive"), "%s is shorter than keep_alive_timeout (%s, the default): a probe must be answered before the next is due; set keep_alive_timeout to at most %s", every, timeout, every)
+	}
+	return c.errorf(p("keep_alive_timeout"), "%s is longer than keep_alive (%s): a probe must be answered before the next is due (allowed: %s to %s)", timeout, every, minKeepAliveTimeout, every)
+}
+
+// checkHeaders refuses header names that are not HTTP field names, and two
+// names that differ only in case: HTTP names are case-insensitive, and one
+// would silently replace the other.
+func (c *Config) checkHeaders(h map[string]string, path []string) error {
+	key := func(name string) []string { return append(slices.Clip(path), name) }
+	seen := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(h)) {
+		if !validFieldName(name) {
+			return c.errorf(key(name), "%q is not an HTTP header name (allowed: letters, digits and !#$%%&'*+-.^_`|~)", name)
+		}
+		if strings.ContainsAny(h[name], "\r\n\x00") {
+			return c.errorf(key(name), "the value holds a line break or NUL, which HTTP headers cannot carry")
+		}
+		canon := http.CanonicalHeaderKey(name)
+		if other, dup := seen[canon]; dup {
+			// Report the later of the two lines.
+			first, second := other, name
+			if c.line(key(first)...) > c.line(key(second)...) {
+				first, second = second, first
+			}
+			return c.errorf(key(second), "repeats header %s (line %d): header names are case-insensitive; keep one", first, c.line(key(first)...))
+		}
+		seen[canon] = name
+	}
+	return nil
+}
+
+// validFieldName reports whether s is an RFC 9110 token.
+func validFieldName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("!#$%&'*+-.^_`|~", r):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Names returns the upstream names, sorted.
@@ -449,7 +608,7 @@ func (t *Token) String() string {
 	case len(t.Command) > 0:
 		return "command " + t.Command[0]
 	case t.OAuth2 != nil:
-		return "oauth2 " + t.OAuth2.TokenURL
+		return "oauth2 " + redaction.URL(t.OAuth2.TokenURL)
 	case t.Callback != nil:
 		return "callback " + t.Callback.Target
 	case t.Forward != "":

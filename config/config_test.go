@@ -46,7 +46,7 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"upstreams:\n  a:\n    url: ws://x/g\n    close_codes:\n      4400: fatal\n", `unknown class "fatal" (allowed: transient, auth, misconfiguration, bridge_fault)`},
 		{"upstreams:\n  a:\n    url: ws://x/g\n    queue:\n      policy: block\n", `line 5: upstreams.a.queue.policy: unknown policy "block"`},
 		{"upstreams:\n  a:\n    url: ws://x/g\n    headers:\n      X: ${MISSING}\n", "line 5: environment variable MISSING is not set"},
-		{"server:\n  grpc_address: 1\n", "upstreams: at least one upstream is required"},
+		{"server:\n  drain_grace: 1s\n", "upstreams: at least one upstream is required"},
 		{"", "empty"},
 		{"upstreams:\n  a:\n    url: ws://x/g\n    ack_timeout: soon\n", "line 4"},
 	}
@@ -63,5 +63,95 @@ func TestSecretNotInErrors(t *testing.T) {
 	_, err := Parse([]byte("upstreams:\n  a:\n    url: ws://x/g\n    token:\n      value: ${T}\n      file: /x\n"), env(map[string]string{"T": "sup3rsecret"}))
 	if err == nil || strings.Contains(err.Error(), "sup3rsecret") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// TestURLSchemeInAnyCase: the scheme is case-insensitive (RFC 3986 §3.1):
+// WS:// and Wss:// load, with the scheme lowered for the session; the rest
+// of the URL is kept as written.
+func TestURLSchemeInAnyCase(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"WS://Orders.internal/GraphQL?Key=V": "ws://Orders.internal/GraphQL?Key=V",
+		"Wss://orders.internal:8443/graphql": "wss://orders.internal:8443/graphql",
+	} {
+		cfg, err := Parse([]byte("upstreams:\n  a:\n    url: "+in+"\n"), env(nil))
+		if err != nil {
+			t.Fatalf("url %s: %v", in, err)
+		}
+		if got := cfg.Upstreams["a"].URL; got != want {
+			t.Errorf("url %s loaded as %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestValidationGaps: values that used to pass check-config silently. Each
+// is refused with the line of its own key, the key's path, and what is
+// allowed.
+func TestValidationGaps(t *testing.T) {
+	t.Parallel()
+	const up = "upstreams:\n  a:\n    url: ws://x/g\n"
+	cases := []struct{ name, yaml, want string }{
+		{"port out of range", "server:\n  grpc_address: 127.0.0.1:99999\n" + up,
+			`line 2: server.grpc_address: port "99999" is out of range (allowed: a number from 0 to 65535)`},
+		{"admin port out of range", "server:\n  grpc_address: :50051\n  admin_address: \"[::1]:70000\"\n" + up,
+			`line 3: server.admin_address: port "70000" is out of range (allowed: a number from 0 to 65535) (or "off")`},
+		{"address without port", "server:\n  grpc_address: localhost\n" + up,
+			`line 2: server.grpc_address: "localhost" is not HOST:PORT (allowed: 127.0.0.1:50051`},
+		{"upstream port out of range", "upstreams:\n  a:\n    url: ws://x:99999/g\n",
+			"line 3: upstreams.a.url: port 99999 is out of range: use 1 to 65535"},
+		{"keep_alive 1ms", up + "    keep_alive: 1ms\n    keep_alive_timeout: 1ms\n",
+			"line 4: upstreams.a.keep_alive: 1ms is too short (allowed: at least 1s, 0s for the default 15s, or negative to disable probing)"},
+		{"keep_alive_timeout 1ms", up + "    keep_alive: 5s\n    keep_alive_timeout: 1ms\n",
+			"line 5: upstreams.a.keep_alive_timeout: 1ms is too short (allowed: at least 1s, or 0s for the default 10s)"},
+		{"keep_alive_timeout over keep_alive", up + "    keep_alive: 5s\n    keep_alive_timeout: 30s\n",
+			"line 5: upstreams.a.keep_alive_timeout: 30s is longer than keep_alive (5s): a probe must be answered before the next is due (allowed: 1s to 5s)"},
+		{"keep_alive under the default timeout", up + "    keep_alive: 5s\n",
+			"line 4: upstreams.a.keep_alive: 5s is shorter than keep_alive_timeout (10s, the default): a probe must be answered before the next is due; set keep_alive_timeout to at most 5s"},
+		{"second document", up + "---\nupstreams:\n  b:\n    url: ws://y/g\n",
+			`line 4: a second YAML document starts here: the file holds one document`},
+		{"headers differing in case", up + "    headers:\n      X-A: one\n      x-a: two\n",
+			"line 6: upstreams.a.headers.x-a: repeats header X-A (line 5): header names are case-insensitive; keep one"},
+		{"header name with a space", up + "    headers:\n      \"X A\": one\n",
+			`line 5: upstreams.a.headers.X A: "X A" is not an HTTP header name`},
+		{"header value with a line break", up + "    headers:\n      X-A: \"one\\r\\nX-B: two\"\n",
+			"line 5: upstreams.a.headers.X-A: the value holds a line break or NUL"},
+		{"server max_subscriptions", "server:\n  max_subscriptions: -1\n" + up,
+			"line 2: server.max_subscriptions: must not be negative (0 means no cap)"},
+		{"server max_query_bytes", "server:\n  max_query_bytes: -1\n" + up,
+			"line 2: server.max_query_bytes: must not be negative (0 means the default, 65536)"},
+		{"max_message_bytes", up + "    max_message_bytes: -5\n",
+			"line 4: upstreams.a.max_message_bytes: must not be negative (0 means the default, 16777216)"},
+		{"max_operations_per_connection", up + "    dedup: true\n    max_operations_per_connection: -1\n",
+			"line 5: upstreams.a.max_operations_per_connection: must not be negative (0 means the default, 1000)"},
+		{"upstream max_subscriptions", up + "    max_subscriptions: -1\n",
+			"line 4: upstreams.a.max_subscriptions: must not be negative (0 means no cap)"},
+		{"queue size", up + "    queue:\n      size: -1\n",
+			"line 5: upstreams.a.queue.size: must not be negative (0 means the default, 128)"},
+		{"close code out of range", up + "    close_codes:\n      4400: auth\n      999: auth\n",
+			"line 6: upstreams.a.close_codes.999: 999 is not a WebSocket close code (allowed: 1000-4999)"},
+		{"max_connection_age too short", "server:\n  max_connection_age: 10ms\n" + up,
+			"line 2: server.max_connection_age: 10ms is out of range (allowed: at least 1s, or 0s: connections live for ever)"},
+		{"retry duration", up + "    retry:\n      initial: 1s\n      max: -1s\n",
+			"line 6: upstreams.a.retry.max: must not be negative (0s means the default, 10s)"},
+	}
+	for _, tc := range cases {
+		_, err := Parse([]byte(tc.yaml), env(nil))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Parse(%q) = %v,\nwant an error containing %q", tc.name, tc.yaml, err, tc.want)
+		}
+	}
+	// What these checks must still accept.
+	for _, ok := range []string{
+		"server:\n  grpc_address: \":0\"\n  admin_address: \"off\"\n" + up,
+		up + "    keep_alive: -1s\n    keep_alive_timeout: 1h\n",
+		up + "    keep_alive: 1s\n    keep_alive_timeout: 1s\n",
+		up + "    keep_alive: 30s\n",
+		up + "    headers:\n      X-A: one\n      X-B: two\n",
+		up + "---\n",
+	} {
+		if _, err := Parse([]byte(ok), env(nil)); err != nil {
+			t.Errorf("Parse(%q) = %v, want it accepted", ok, err)
+		}
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/gqlbridge/gqlbridge/internal/redaction"
 )
 
 // Config describes one upstream connection. Zero durations take the
@@ -248,9 +250,11 @@ func Dial(cfg Config) (*Conn, error) {
 }
 
 func (cfg *Config) normalize() error {
-	if !strings.HasPrefix(cfg.URL, "ws://") && !strings.HasPrefix(cfg.URL, "wss://") {
-		return fmt.Errorf("session: url %q must start with ws:// or wss://", cfg.URL)
+	u, err := CheckURL(cfg.URL)
+	if err != nil {
+		return fmt.Errorf("session: url %s %w", redaction.URL(cfg.URL), err)
 	}
+	cfg.URL = u
 	if len(cfg.Subprotocols) == 0 {
 		cfg.Subprotocols = []string{TransportWS, LegacyWS}
 	}
@@ -649,6 +653,7 @@ func (c *Conn) connect(ctx context.Context, a Attempt) (*link, Handshake, *Error
 		var err error
 		hs, err = c.cfg.Handshake(ctx, a)
 		if err != nil {
+			err = redacted(err) // a token endpoint's URL may carry a secret
 			e := &Error{Class: ClassTransient, Reason: "credential: " + err.Error(), BeforeAck: true, Err: err, noCredential: true}
 			if errors.Is(err, ErrCannotRefresh) && a.Cause != nil {
 				// The rejected credential cannot be replaced: the
@@ -711,7 +716,7 @@ func (c *Conn) rotate(old *link) {
 	nl, hs, e := c.connect(old.ctx, Attempt{Number: 1, Expiring: true})
 	if e != nil {
 		if old.ctx.Err() == nil {
-			c.cfg.Logger.Warn("credential rotation failed; keeping the current connection", "url", c.cfg.URL, "error", e.Error())
+			c.cfg.Logger.Warn("credential rotation failed; keeping the current connection", "url", redaction.URL(c.cfg.URL), "error", e.Error())
 		}
 		return
 	}
@@ -775,6 +780,8 @@ func (c *Conn) dial(parent context.Context, hs Handshake) (*link, *Error) {
 }
 
 func (c *Conn) dialError(resp *http.Response, err error) *Error {
+	// net/http and the WebSocket library quote the URL in their errors.
+	err = redacted(err)
 	e := &Error{Class: ClassTransient, BeforeAck: true, Err: err, Reason: err.Error()}
 	if resp != nil {
 		if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -872,7 +879,7 @@ func (c *Conn) serve(l *link) error {
 		case msgConnectionError:
 			// Legacy servers also send it for an unparsable message, without
 			// closing: nothing to do for the operations.
-			c.cfg.Logger.Warn("upstream sent connection_error after ack", "url", c.cfg.URL, "payload", string(truncate(env.payload, 200)))
+			c.cfg.Logger.Warn("upstream sent connection_error after ack", "url", redaction.URL(c.cfg.URL), "payload", string(truncate(env.payload, 200)))
 		default:
 			l.violation(env, false)
 			return l.drain()

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gqlbridge/gqlbridge/internal/redaction"
 )
 
 // Class is what an upstream outcome means for the operations on the
@@ -110,6 +112,26 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// redactedError is an error whose text quoted a URL, with the URL's
+// credentials hidden; the original stays reachable for errors.Is and As.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (r *redactedError) Error() string { return r.msg }
+func (r *redactedError) Unwrap() error { return r.err }
+
+// redacted returns err, or when its text quotes a URL, an error whose text
+// hides that URL's user info and query values.
+func redacted(err error) error {
+	msg := err.Error()
+	if safe := redaction.Text(msg); safe != msg {
+		return &redactedError{msg: safe, err: err}
+	}
+	return err
+}
 
 // GraphQLError is an operation-level failure: the upstream sent "error" for
 // the operation. Errors is a JSON array of GraphQL errors.

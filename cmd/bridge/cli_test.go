@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
 
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 	"github.com/gqlbridge/gqlbridge/internal/demoupstream"
@@ -108,4 +112,35 @@ upstreams:
 		t.Fatalf("%d log lines for %d results and %d reconnects:\n%s", total, n, lost, s.logs.String())
 	}
 	t.Logf("%d log lines for %d results and %d reconnects", total, n, lost)
+}
+
+// TestSchemeInAnyCase: URL schemes are case-insensitive (RFC 3986 §3.1).
+// An upstream written WS://... passes check-config, and serve subscribes
+// through it; what check-config accepts is what the session dials.
+func TestSchemeInAnyCase(t *testing.T) {
+	demo := startDemo(t, demoupstream.Options{})
+	upper := "WS" + strings.TrimPrefix(demo.URL(), "ws")
+	cfg := `
+server:
+  grpc_address: ADDR
+  admin_address: "off"
+  drain_grace: 100ms
+upstreams:
+  demo:
+    url: ` + upper + `
+`
+	path := filepath.Join(t.TempDir(), "bridge.yaml")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(cfg, "ADDR", "127.0.0.1:0")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(t.Context(), []string{"check-config", path}, &out, &errOut); code != 0 {
+		t.Fatalf("check-config: exit %d: %s", code, errOut.String())
+	}
+	s := startServe(t, cfg)
+	n, _, st := consume(t.Context(), t, s.dial(t), &bridgev1.SubscribeRequest{Upstream: "demo",
+		Query: "subscription { ticker(count: 2, intervalMs: 5) { n } }"})
+	if st.Code() != codes.OK || n != 2 {
+		t.Fatalf("subscribe through %s: %d results, %v", upper, n, st)
+	}
 }

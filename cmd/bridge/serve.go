@@ -31,6 +31,7 @@ import (
 	"github.com/gqlbridge/gqlbridge/bridge"
 	"github.com/gqlbridge/gqlbridge/config"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
+	"github.com/gqlbridge/gqlbridge/internal/redaction"
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
@@ -77,6 +78,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MaxQueryBytes:     cfg.Server.MaxQueryBytes,
 		MaxVariablesBytes: cfg.Server.MaxVariablesBytes,
 		MaxSubscriptions:  cfg.Server.MaxSubscriptions,
+		MaxConnectionAge:  cfg.Server.MaxConnectionAge,
+		DrainGrace:        cfg.Server.DrainGrace,
 		Logger:            log,
 		Metrics:           bridge.NewMetrics(reg),
 	}
@@ -87,14 +90,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	opts := []grpc.ServerOption{
-		// Probe callers every 2 minutes so a vanished one (no FIN) is found
-		// and its streams end; accept callers' own pings every 10 s.
-		// MaxConnectionAge 0 means no limit.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second,
-			MaxConnectionAge: cfg.Server.MaxConnectionAge, MaxConnectionAgeGrace: cfg.Server.DrainGrace}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}
+	// Probe callers every 2 minutes so a vanished one (no FIN) is found
+	// and its streams end; accept callers' own pings every 10 s, with or
+	// without streams. The service adds connection ageing.
+	opts := append(svc.ServerOptions(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
 	if cfg.Server.TLS != nil {
 		creds, err := serverCredentials(cfg.Server.TLS)
 		if err != nil {
@@ -255,7 +255,7 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, name := range cfg.Names() {
 		u := cfg.Upstreams[name]
-		fmt.Fprintf(stdout, "upstream %s: %s (token: %s)\n", name, u.URL, u.Token)
+		fmt.Fprintf(stdout, "upstream %s: %s (token: %s)\n", name, redaction.URL(u.URL), u.Token)
 	}
 	fmt.Fprintln(stdout, "configuration ok")
 	return nil

@@ -40,12 +40,15 @@ import (
 	"github.com/gqlbridge/gqlbridge/config"
 )
 
-// What the binary does after SIGTERM besides drain_grace (cmd/bridge/serve.go):
-// the upstream sockets close with 1001 (coder/websocket: up to 5s to write
-// the close frame and 5s to wait for the peer's, plus 1s for the legacy
-// connection_terminate), gRPC GracefulStop is forced after 5s, and the admin
-// server gets 2s to shut down.
+// What the binary does after SIGTERM besides drain_grace (cmd/bridge/serve.go,
+// bridge.Server.Drain): it waits up to 5s for the stream handlers to return
+// (one blocked sending to a caller that stopped reading cannot until the gRPC
+// server stops), the upstream sockets close with 1001 (coder/websocket: up to
+// 5s to write the close frame and 5s to wait for the peer's, plus 1s for the
+// legacy connection_terminate), gRPC GracefulStop is forced after 5s, and the
+// admin server gets 2s to shut down.
 const (
+	StreamsEndBound    = 5 * time.Second
 	UpstreamCloseBound = 11 * time.Second
 	GracefulStopBound  = 5 * time.Second
 	AdminShutdownBound = 2 * time.Second
@@ -741,10 +744,10 @@ func checkTerminationBudget(b *Bundle) error {
 		return errors.New("deployment.yaml: set terminationGracePeriodSeconds explicitly")
 	}
 	preStop := time.Duration(ps.Sleep.Seconds) * time.Second
-	need := preStop + cfg.Server.DrainGrace + UpstreamCloseBound + GracefulStopBound + AdminShutdownBound
+	need := preStop + cfg.Server.DrainGrace + StreamsEndBound + UpstreamCloseBound + GracefulStopBound + AdminShutdownBound
 	if have := time.Duration(*gp) * time.Second; have < need {
-		return fmt.Errorf("terminationGracePeriodSeconds %s < preStop %s + drain_grace %s + upstream close %s + GracefulStop %s + admin shutdown %s = %s",
-			have, preStop, cfg.Server.DrainGrace, UpstreamCloseBound, GracefulStopBound, AdminShutdownBound, need)
+		return fmt.Errorf("terminationGracePeriodSeconds %s < preStop %s + drain_grace %s + streams ending %s + upstream close %s + GracefulStop %s + admin shutdown %s = %s",
+			have, preStop, cfg.Server.DrainGrace, StreamsEndBound, UpstreamCloseBound, GracefulStopBound, AdminShutdownBound, need)
 	}
 	return nil
 }
