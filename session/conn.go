@@ -860,10 +860,20 @@ func (c *Conn) serve(l *link) error {
 				op.next(env.payload)
 			}
 		case msgComplete:
+			if c.closing() {
+				// The owner closed the Conn: its operations end with the
+				// Close's outcome (terminate), not with the upstream's
+				// answer to the teardown (gqlgen completes every legacy
+				// operation on connection_terminate).
+				continue
+			}
 			if op := c.remove(env.id); op != nil {
 				op.finish(nil)
 			}
 		case msgError:
+			if c.closing() {
+				continue
+			}
 			if op := c.remove(env.id); op != nil {
 				op.finish(&GraphQLError{Errors: l.proto.graphqlErrors(env.payload)})
 			}
