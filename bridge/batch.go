@@ -1,0 +1,101 @@
+package bridge
+
+import (
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
+)
+
+// Batched delivery (SubscribeRequest.max_batch): a caller that asks for it
+// gets its results in Batch events, each holding what was already queued
+// when the stream was ready to send, so that one gRPC message carries many
+// results when the caller falls behind and exactly one when it keeps up.
+// The pump (server.go) decides what goes into a batch; this file sizes and
+// encodes them.
+
+// nextBodySize is the encoded size of Next{result, sequence} without its
+// own tag and length.
+func nextBodySize(result []byte, seq uint64) int {
+	n := 0
+	if seq != 0 {
+		n += 1 + protowire.SizeVarint(seq)
+	}
+	if len(result) > 0 {
+		n += 1 + protowire.SizeVarint(uint64(len(result))) + len(result)
+	}
+	return n
+}
+
+// batchEntrySize is what one result adds to the body of a Batch: the
+// repeated field's tag and length, then the Next.
+func batchEntrySize(result []byte, seq uint64) int {
+	body := nextBodySize(result, seq)
+	return 1 + protowire.SizeVarint(uint64(body)) + body
+}
+
+// batchSize is the encoded size of SubscribeResponse{batch} whose Batch
+// body is body bytes: what counts against Config.MaxBatchBytes and the
+// caller's receive limit.
+func batchSize(body int) int {
+	return 1 + protowire.SizeVarint(uint64(body)) + body
+}
+
+// marshalBatch encodes SubscribeResponse{batch: {nexts}} as marshalNext
+// encodes one result: headers in one small buffer, each result referenced,
+// not copied, so a batch of n results costs one allocation for the headers
+// and one for the slice of buffers, whatever the results' sizes. In each
+// Next the sequence goes before the result (protobuf accepts fields in any
+// order) so that the result ends its entry and can be a buffer of its own.
+// The results must not change afterwards.
+func marshalBatch(nexts []*bridgev1.Next) mem.BufferSlice {
+	body, hdrLen := 0, 0
+	for _, n := range nexts {
+		r, seq := n.GetResult(), n.GetSequence()
+		entry := batchEntrySize(r, seq)
+		body += entry
+		hdrLen += entry - len(r)
+	}
+	hdrLen += batchSize(body) - body
+	hdr := make([]byte, 0, hdrLen)
+	hdr = protowire.AppendTag(hdr, 3, protowire.BytesType) // SubscribeResponse.batch
+	hdr = protowire.AppendVarint(hdr, uint64(body))
+	out := make(mem.BufferSlice, 0, 2*len(nexts)+1)
+	start := 0 // hdr[start:] is not in out yet
+	for _, n := range nexts {
+		r, seq := n.GetResult(), n.GetSequence()
+		hdr = protowire.AppendTag(hdr, 1, protowire.BytesType) // Batch.nexts
+		hdr = protowire.AppendVarint(hdr, uint64(nextBodySize(r, seq)))
+		if seq != 0 {
+			hdr = protowire.AppendTag(hdr, 2, protowire.VarintType) // Next.sequence
+			hdr = protowire.AppendVarint(hdr, seq)
+		}
+		if len(r) == 0 {
+			continue
+		}
+		hdr = protowire.AppendTag(hdr, 1, protowire.BytesType) // Next.result
+		hdr = protowire.AppendVarint(hdr, uint64(len(r)))
+		// hdr never grows past its capacity, so the piece handed out
+		// here is never moved by a later append.
+		out = append(out, mem.SliceBuffer(hdr[start:]), mem.SliceBuffer(r))
+		start = len(hdr)
+	}
+	if start < len(hdr) {
+		out = append(out, mem.SliceBuffer(hdr[start:]))
+	}
+	return out
+}
+
+// plainBatch reports whether marshalBatch encodes b exactly: no unknown
+// fields and no nil result (any other batch goes through protobuf).
+func plainBatch(b *bridgev1.Batch) bool {
+	if b.ProtoReflect().GetUnknown() != nil {
+		return false
+	}
+	for _, n := range b.GetNexts() {
+		if n == nil || n.ProtoReflect().GetUnknown() != nil {
+			return false
+		}
+	}
+	return true
+}
