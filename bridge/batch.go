@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"context"
+
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -13,6 +15,16 @@ import (
 // results when the caller falls behind and exactly one when it keeps up.
 // The pump (server.go) decides what goes into a batch; this file sizes and
 // encodes them.
+
+const (
+	// defaultMaxBatch is the largest max_batch a caller may ask for unless
+	// Config.MaxBatch says otherwise.
+	defaultMaxBatch = 1024
+	// defaultMaxBatchBytes bounds the encoded size of a batch unless
+	// Config.MaxBatchBytes says otherwise: a quarter of the 4 MiB that gRPC
+	// clients accept by default.
+	defaultMaxBatchBytes = 1 << 20
+)
 
 // nextBodySize is the encoded size of Next{result, sequence} without its
 // own tag and length.
@@ -86,6 +98,49 @@ func marshalBatch(nexts []*bridgev1.Next) mem.BufferSlice {
 	return out
 }
 
+// batcher builds the Batch events of one stream, reusing its messages:
+// Send has encoded them when it returns.
+type batcher struct {
+	max      int // results per batch
+	maxBytes int // encoded size of a batch, unless one result alone is larger
+	nexts    []*bridgev1.Next
+	batch    bridgev1.Batch
+	event    bridgev1.SubscribeResponse_Batch
+}
+
+func newBatcher(maxResults, maxBytes int) *batcher {
+	b := &batcher{max: maxResults, maxBytes: maxBytes}
+	b.event.Batch = &b.batch
+	return b
+}
+
+// fits reports whether a batch that holds n results in body bytes may take
+// one more of entry bytes: never past max results, and past maxBytes only
+// as the first result.
+func (b *batcher) fits(n, body, entry int) bool {
+	return n == 0 || n < b.max && batchSize(body+entry) <= b.maxBytes
+}
+
+// set makes the batch hold the results of items, which fits has sized.
+func (b *batcher) set(items []item) *bridgev1.SubscribeResponse_Batch {
+	for len(b.nexts) < len(items) {
+		b.nexts = append(b.nexts, &bridgev1.Next{})
+	}
+	for i, it := range items {
+		b.nexts[i].Result, b.nexts[i].Sequence = it.payload, it.seq
+	}
+	b.batch.Nexts = b.nexts[:len(items)]
+	return &b.event
+}
+
+// reset lets go of the results, so that no result outlives its sending.
+func (b *batcher) reset() {
+	for _, n := range b.batch.Nexts {
+		n.Result = nil
+	}
+	b.batch.Nexts = nil
+}
+
 // plainBatch reports whether marshalBatch encodes b exactly: no unknown
 // fields and no nil result (any other batch goes through protobuf).
 func plainBatch(b *bridgev1.Batch) bool {
@@ -98,4 +153,42 @@ func plainBatch(b *bridgev1.Batch) bool {
 		}
 	}
 	return true
+}
+
+// fill sizes the batch that starts at q.items[q.head], a result: the
+// results after it up to the next lifecycle event (which ends a batch and
+// is sent on its own), max_batch or the byte cap. When what was taken runs
+// out first, it takes what the subscriber queued meanwhile: a batch holds
+// whatever was queued when the stream became ready to send, and never waits
+// for more. It returns how many results the batch holds.
+func (s *Server) fill(ctx context.Context, q *taken, b *batcher) (int, error) {
+	n, body := 0, 0
+	for n < b.max {
+		if q.head+n == len(q.items) {
+			if q.done {
+				break
+			}
+			select {
+			case <-q.sub.signal:
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-s.drained:
+				return 0, ErrDraining
+			default:
+				return n, nil // nothing queued: send what there is
+			}
+			q.takeMore()
+			continue
+		}
+		it := q.items[q.head+n]
+		if it.ev != nil {
+			break
+		}
+		entry := batchEntrySize(it.payload, it.seq)
+		if !b.fits(n, body, entry) {
+			break
+		}
+		n, body = n+1, body+entry
+	}
+	return n, nil
 }

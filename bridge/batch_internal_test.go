@@ -2,10 +2,14 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
@@ -142,4 +146,127 @@ func FuzzMarshalBatch(f *testing.F) {
 		}
 		checkBatchEncoding(t, results, seqs)
 	})
+}
+
+// steppedStream is the pump's side of a stream whose caller takes one
+// message at a time: Send hands a decoded copy of what the codec encoded to
+// the test and waits for a step. While it waits, the message is composed
+// and the test can queue more, knowing exactly what the next message may
+// take.
+type steppedStream struct {
+	grpc.ServerStream // only Send and Context are used
+	ctx               context.Context
+	codec             requestCodec
+	sent              chan *bridgev1.SubscribeResponse
+	step              chan struct{}
+}
+
+func (s *steppedStream) Context() context.Context { return s.ctx }
+
+func (s *steppedStream) Send(m *bridgev1.SubscribeResponse) error {
+	data, err := s.codec.Marshal(m)
+	if err != nil {
+		return err
+	}
+	got := &bridgev1.SubscribeResponse{}
+	if err := proto.Unmarshal(data.Materialize(), got); err != nil {
+		return err
+	}
+	s.sent <- got
+	select {
+	case <-s.step:
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+}
+
+// TestPumpBatches: what each batch holds, message by message. A batch
+// takes what was taken and what was queued since, up to max_batch; a
+// result dropped from the queue meanwhile shows as a gap inside a batch; a
+// lifecycle event ends the batch and goes alone; a result over the byte cap
+// goes alone and ends the batch before it; the outcome comes after the last
+// batch.
+func TestPumpBatches(t *testing.T) {
+	t.Parallel()
+	srv, err := New(Config{Upstreams: map[string]*Upstream{"up": {}}, MaxBatchBytes: 4096, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	drops := 0
+	sub := newSubscriber(4, DropOldest, func() { drops++ })
+	stream := &steppedStream{ctx: ctx, codec: requestCodec{encoding.GetCodecV2("proto")}, sent: make(chan *bridgev1.SubscribeResponse, 1), step: make(chan struct{})}
+	big := bytes.Repeat([]byte{'b'}, 5000)
+	push := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if i == 12 {
+				sub.pushNext(big)
+				continue
+			}
+			sub.pushNext(fmt.Appendf(nil, `{"n":%d}`, i))
+		}
+	}
+	lifecycle := func(st bridgev1.Lifecycle_State) { sub.pushEvent(&bridgev1.Lifecycle{State: st}) }
+
+	lifecycle(bridgev1.Lifecycle_STATE_SUBSCRIBED)
+	push(1, 4)
+	done := make(chan error, 1)
+	go func() { done <- srv.pump(ctx, "up", sub, stream, 3) }()
+
+	steps := []struct {
+		want   string // the message: a lifecycle state or the sequences of a batch
+		before func() // run while the pump waits in Send with it
+	}{
+		{"STATE_SUBSCRIBED", func() { push(5, 10) }}, // the queue of 4 keeps 7-10
+		{"[1 2 3]", nil},
+		{"[4 7 8]", func() {
+			lifecycle(bridgev1.Lifecycle_STATE_RECONNECTING)
+			push(11, 13)
+			lifecycle(bridgev1.Lifecycle_STATE_RESUBSCRIBED)
+			push(14, 14)
+		}},
+		{"[9 10]", nil},
+		{"STATE_RECONNECTING", nil},
+		{"[11]", nil},
+		{"[12]", nil},
+		{"[13]", nil},
+		{"STATE_RESUBSCRIBED", func() { push(15, 15); sub.finish(nil) }},
+		{"[14 15]", nil},
+	}
+	for i, st := range steps {
+		var m *bridgev1.SubscribeResponse
+		select {
+		case m = <-stream.sent:
+		case err := <-done:
+			t.Fatalf("message %d: the pump returned %v", i, err)
+		case <-ctx.Done():
+			t.Fatalf("message %d: nothing sent", i)
+		}
+		got := m.GetLifecycle().GetState().String()
+		if b := m.GetBatch(); b != nil {
+			var seqs []uint64
+			for _, n := range b.GetNexts() {
+				seqs = append(seqs, n.GetSequence())
+				if n.GetSequence() == 12 && !bytes.Equal(n.GetResult(), big) {
+					t.Fatalf("result 12 changed")
+				}
+			}
+			got = fmt.Sprint(seqs)
+		}
+		if got != st.want {
+			t.Fatalf("message %d is %s, want %s", i, got, st.want)
+		}
+		if st.before != nil {
+			st.before()
+		}
+		stream.step <- struct{}{}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("pump: %v, want the outcome nil", err)
+	}
+	if drops != 2 {
+		t.Fatalf("%d drops counted, want 2 (results 5 and 6)", drops)
+	}
 }
