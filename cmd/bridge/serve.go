@@ -77,6 +77,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MaxQueryBytes:     cfg.Server.MaxQueryBytes,
 		MaxVariablesBytes: cfg.Server.MaxVariablesBytes,
 		MaxSubscriptions:  cfg.Server.MaxSubscriptions,
+		MaxBatch:          cfg.Server.MaxBatch,
+		MaxBatchBytes:     cfg.Server.MaxBatchBytes,
 		Logger:            log,
 		Metrics:           bridge.NewMetrics(reg),
 	}
