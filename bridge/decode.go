@@ -21,7 +21,8 @@ const undecodable protowire.Number = protowire.MaxValidNumber
 // with INTERNAL before any handler or interceptor runs, telling the caller
 // the bridge is broken when the request is. Other messages decode as usual.
 //
-// It also encodes results without copying them: see marshalNext.
+// It also encodes results without copying them: see marshalNext and
+// marshalBatch.
 func Codec() grpc.ServerOption {
 	return grpc.ForceServerCodecV2(requestCodec{encoding.GetCodecV2("proto")})
 }
@@ -32,6 +33,9 @@ func (c requestCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*bridgev1.SubscribeResponse); ok {
 		if n := r.GetNext(); n != nil && r.ProtoReflect().GetUnknown() == nil && n.ProtoReflect().GetUnknown() == nil {
 			return marshalNext(n.GetResult(), n.GetSequence()), nil
+		}
+		if b := r.GetBatch(); b != nil && r.ProtoReflect().GetUnknown() == nil && plainBatch(b) {
+			return marshalBatch(b.GetNexts()), nil
 		}
 	}
 	return c.CodecV2.Marshal(v)

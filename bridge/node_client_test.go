@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,10 @@ type nodeLine struct {
 		Sequence uint64          `json:"sequence"`
 		Result   json.RawMessage `json:"result"`
 	} `json:"next"`
+	// Batch precedes the Size next lines of a batch (--max-batch).
+	Batch *struct {
+		Size int `json:"size"`
+	} `json:"batch"`
 	Lifecycle *struct {
 		State       string `json:"state"`
 		CloseCode   uint32 `json:"closeCode"`
@@ -190,4 +195,69 @@ func TestNodeClient(t *testing.T) {
 			t.Fatalf("RetryInfo %+v, want 1000 ms", st.RetryInfo)
 		}
 	})
+}
+
+// TestNodeClientBatches: a Node caller that sets max_batch gets its results
+// in batches, which protobufjs decodes; the bridge's sends are held until
+// all 20 results are queued, so the batches hold 8, 8 and 4, and the
+// results are in order, numbered 1 to 20.
+func TestNodeClientBatches(t *testing.T) {
+	t.Parallel()
+	nodeClient(t)
+	const total = 20
+	demo := startDemo(t, demoupstream.Options{})
+	cfg := bridge.Config{Upstreams: map[string]*bridge.Upstream{"demo": {Session: fast(demo.URL()), QueueSize: total}}}
+	reg := withMetrics(&cfg)
+	v := newValve(0)
+	_, addr := serveTCP(t, cfg, v.option())
+	// The Node client runs on this goroutine; release the sends from
+	// another once the results are queued (or the test is over).
+	go func() {
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			mfs, _ := reg.Gather()
+			for _, mf := range mfs {
+				if mf.GetName() == "gqlbridge_events_in_total" && mf.GetMetric()[0].GetCounter().GetValue() >= total {
+					v.release()
+					return
+				}
+			}
+			select {
+			case <-t.Context().Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	lines, exit := runNodeClient(t, addr, "demo", fmt.Sprintf("subscription { ticker(count: %d, intervalMs: 0) { n } }", total), "--max-batch", "8")
+	if exit != 0 {
+		t.Fatalf("exit %d: %+v", exit, lines)
+	}
+	if l := lines[0].Lifecycle; l == nil || l.State != "STATE_SUBSCRIBED" {
+		t.Fatalf("first line %+v, want STATE_SUBSCRIBED", lines[0])
+	}
+	var sizes []int
+	seq := uint64(0)
+	for i := 1; i < len(lines)-1; i++ {
+		b := lines[i].Batch
+		if b == nil {
+			t.Fatalf("line %d: %+v, want a batch", i, lines[i])
+		}
+		sizes = append(sizes, b.Size)
+		for range b.Size {
+			i++
+			seq++
+			want := fmt.Sprintf(`{"data":{"ticker":{"n":%d}}}`, seq)
+			if n := lines[i].Next; n == nil || n.Sequence != seq || string(compact(n.Result)) != want {
+				t.Fatalf("line %d: %+v, want sequence %d result %s", i, lines[i], seq, want)
+			}
+		}
+	}
+	if fmt.Sprint(sizes) != "[8 8 4]" || seq != total {
+		t.Fatalf("batches of %v, %d results; want [8 8 4], %d", sizes, seq, total)
+	}
+	if st := lines[len(lines)-1].Status; st.Code != codes.OK {
+		t.Fatalf("status %+v, want OK", st)
+	}
 }

@@ -58,6 +58,14 @@ type Config struct {
 	MaxVariablesBytes int
 	// MaxSubscriptions caps open Subscribe streams in total; 0 means no cap.
 	MaxSubscriptions int
+	// MaxBatch is the largest SubscribeRequest.max_batch a caller may ask
+	// for; a larger one is refused with INVALID_ARGUMENT. 1 refuses
+	// batching. Default 1024.
+	MaxBatch int
+	// MaxBatchBytes bounds the encoded size of a Batch event; a result
+	// larger than that goes alone, in a batch of one. Default 1 MiB, well
+	// under the 4 MiB gRPC clients accept by default.
+	MaxBatchBytes int
 	// Identity returns the credential identity of a caller (forwarded
 	// credentials); nil means every caller shares the upstream's credential.
 	Identity func(ctx context.Context, upstream string) (string, error)
@@ -104,6 +112,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxVariablesBytes <= 0 {
 		cfg.MaxVariablesBytes = 64 << 10
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = defaultMaxBatch
+	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = defaultMaxBatchBytes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -167,6 +181,7 @@ func (s *Server) subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStr
 	if err != nil {
 		return err
 	}
+	maxBatch := int(req.GetMaxBatch())
 	identity := ""
 	if s.cfg.Identity != nil {
 		if identity, err = s.cfg.Identity(ctx, req.GetUpstream()); err != nil {
@@ -195,58 +210,95 @@ func (s *Server) subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStr
 		return err
 	}
 	defer detach()
-	return s.pump(ctx, pool.name, sub, stream)
+	return s.pump(ctx, pool.name, sub, stream, maxBatch)
 }
 
 // pump sends what the subscriber's queue holds until the outcome, the
-// caller leaving, or the drain. One goroutine per stream: this one.
-func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error {
+// caller leaving, or the drain. One goroutine per stream: this one. With
+// maxBatch above 1, results go out in Batch events (batch.go).
+func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse], maxBatch int) error {
 	var (
-		batch []item
-		next  = &bridgev1.Next{}
-		onN   = &bridgev1.SubscribeResponse_Next{Next: next}
-		onL   = &bridgev1.SubscribeResponse_Lifecycle{}
-		resp  = &bridgev1.SubscribeResponse{}
-		out   = s.cfg.Metrics.eventOut(upstream)
-		aged  = connAged(ctx)
+		q    = &taken{sub: sub}
+		next = &bridgev1.Next{}
+		onN  = &bridgev1.SubscribeResponse_Next{Next: next}
+		onL  = &bridgev1.SubscribeResponse_Lifecycle{}
+		resp = &bridgev1.SubscribeResponse{}
+		out  = s.cfg.Metrics.eventOut(upstream)
+		aged = connAged(ctx)
+		b    *batcher
 	)
+	if maxBatch > 1 {
+		b = newBatcher(maxBatch, s.cfg.MaxBatchBytes)
+	}
 	for {
-		select {
-		case <-sub.signal:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.drained:
-			return ErrDraining
-		case <-aged:
-			return ErrConnectionAged
-		}
-		var done bool
-		var outcome error
-		batch, done, outcome = sub.take(batch[:0])
-		for i, it := range batch {
-			// Messages are reused: Send has marshalled them when it returns.
-			if it.ev != nil {
-				onL.Lifecycle = it.ev
-				resp.Event = onL
-			} else {
-				next.Result, next.Sequence = it.payload, it.seq
-				resp.Event = onN
+		if q.head == len(q.items) {
+			if q.done {
+				return q.outcome
 			}
-			if err := stream.Send(resp); err != nil {
+			select {
+			case <-sub.signal:
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-s.drained:
+				return ErrDraining
+			case <-aged:
+				return ErrConnectionAged
+			}
+			q.takeMore()
+			continue
+		}
+		it, n := q.items[q.head], 1
+		switch {
+		case it.ev != nil:
+			onL.Lifecycle = it.ev
+			resp.Event = onL
+		case b == nil:
+			next.Result, next.Sequence = it.payload, it.seq
+			resp.Event = onN
+		default:
+			var err error
+			if n, err = s.fill(ctx, aged, q, b); err != nil {
 				return err
 			}
-			// Hold no result while waiting for the next: a stream's last
-			// result would otherwise live as long as the stream.
-			next.Result, onL.Lifecycle = nil, nil
-			batch[i] = item{}
-			if out != nil && it.ev == nil {
-				out.Inc()
-			}
+			resp.Event = b.set(q.items[q.head : q.head+n])
 		}
-		if done {
-			return outcome
+		// Messages are reused: Send has marshalled them when it returns.
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		// Hold no result while waiting for the next: a stream's last
+		// result would otherwise live as long as the stream.
+		next.Result, onL.Lifecycle = nil, nil
+		if b != nil {
+			b.reset()
+		}
+		clear(q.items[q.head : q.head+n])
+		q.head += n
+		if out != nil && it.ev == nil {
+			out.Add(float64(n))
 		}
 	}
+}
+
+// taken holds what the pump took from its subscriber and has not sent yet:
+// items[head:].
+type taken struct {
+	sub     *subscriber
+	items   []item
+	head    int
+	done    bool // the subscriber is done: nothing more will be queued
+	outcome error
+}
+
+// takeMore appends what the subscriber queued since the last take,
+// moving what is left to the front first.
+func (t *taken) takeMore() {
+	if t.head > 0 {
+		n := copy(t.items, t.items[t.head:])
+		clear(t.items[n:])
+		t.items, t.head = t.items[:n], 0
+	}
+	t.items, t.done, t.outcome = t.sub.take(t.items)
 }
 
 // reserve counts a stream on the upstream, against its cap if it has one.
@@ -289,6 +341,9 @@ func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, sessio
 	}
 	if !utf8.ValidString(q) || !utf8.ValidString(req.GetOperationName()) {
 		return nil, sreq, invalid("query and operation_name must be valid UTF-8")
+	}
+	if mb := req.GetMaxBatch(); uint64(mb) > uint64(s.cfg.MaxBatch) {
+		return nil, sreq, invalid("max_batch is %d; this bridge sends at most %d results per batch: ask for %d or fewer (0 or 1 for no batches)", mb, s.cfg.MaxBatch, s.cfg.MaxBatch)
 	}
 	vars, err := structJSON(req.GetVariables())
 	if err != nil {

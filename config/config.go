@@ -50,6 +50,14 @@ type Server struct {
 	MaxQueryBytes int `yaml:"max_query_bytes"`
 	// MaxVariablesBytes bounds a request's variables+extensions JSON. Default 65536.
 	MaxVariablesBytes int `yaml:"max_variables_bytes"`
+	// MaxBatch is the largest SubscribeRequest.max_batch a caller may ask
+	// for; a larger one is refused with INVALID_ARGUMENT. Default 1024; 1
+	// refuses batching.
+	MaxBatch int `yaml:"max_batch"`
+	// MaxBatchBytes bounds the encoded size of one batch of results; a
+	// larger result goes alone. Default 1048576 (1 MiB), under the 4 MiB
+	// gRPC clients accept by default.
+	MaxBatchBytes int `yaml:"max_batch_bytes"`
 	// TLS serves gRPC over TLS; with client_ca_file, callers must present a
 	// client certificate signed by that CA (mutual TLS). Default plaintext.
 	TLS *ServerTLS `yaml:"tls"`
@@ -340,6 +348,11 @@ func (c *Config) validate() error {
 	for _, f := range []field[int]{{"max_subscriptions", s.MaxSubscriptions}, {"max_query_bytes", s.MaxQueryBytes}, {"max_variables_bytes", s.MaxVariablesBytes}} {
 		if f.v < 0 {
 			return c.errorf([]string{"server", f.key}, "must not be negative (%s)", zeroMeans[f.key])
+		}
+	}
+	for k, v := range map[string]int{"max_batch": s.MaxBatch, "max_batch_bytes": s.MaxBatchBytes} {
+		if v < 0 {
+			return c.errorf([]string{"server", k}, "must not be negative (0 takes the default)")
 		}
 	}
 	if t := s.TLS; t != nil && (t.CertFile == "" || t.KeyFile == "") {

@@ -155,3 +155,29 @@ func TestValidationGaps(t *testing.T) {
 		}
 	}
 }
+
+// TestParseBatchLimits: server.max_batch and server.max_batch_bytes are
+// read as written, 0 when absent (the bridge's defaults then apply), and a
+// negative value is an error naming the key and its line.
+func TestParseBatchLimits(t *testing.T) {
+	t.Parallel()
+	const up = "upstreams:\n  a:\n    url: ws://x/g\n"
+	cfg, err := Parse([]byte("server:\n  max_batch: 64\n  max_batch_bytes: 262144\n"+up), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.MaxBatch != 64 || cfg.Server.MaxBatchBytes != 262144 {
+		t.Fatalf("server %+v", cfg.Server)
+	}
+	if cfg, err = Parse([]byte(up), env(nil)); err != nil || cfg.Server.MaxBatch != 0 || cfg.Server.MaxBatchBytes != 0 {
+		t.Fatalf("absent: %+v, %v", cfg.Server, err)
+	}
+	for key, line := range map[string]string{"max_batch": "line 2", "max_batch_bytes": "line 3"} {
+		y := "server:\n  max_batch: 8\n  max_batch_bytes: 4096\n" + up
+		y = strings.Replace(y, key+": ", key+": -", 1)
+		_, err := Parse([]byte(y), env(nil))
+		if want := line + ": server." + key + ": must not be negative"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s negative: %v, want %q", key, err, want)
+		}
+	}
+}

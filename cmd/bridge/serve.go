@@ -80,6 +80,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MaxSubscriptions:  cfg.Server.MaxSubscriptions,
 		MaxConnectionAge:  cfg.Server.MaxConnectionAge,
 		DrainGrace:        cfg.Server.DrainGrace,
+		MaxBatch:          cfg.Server.MaxBatch,
+		MaxBatchBytes:     cfg.Server.MaxBatchBytes,
 		Logger:            log,
 		Metrics:           bridge.NewMetrics(reg),
 	}

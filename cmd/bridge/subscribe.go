@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -27,6 +28,7 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	upstream := fs.String("upstream", "", "configured upstream name; required")
 	vars := fs.String("variables", "", "variables as a JSON object")
 	opName := fs.String("operation-name", "", "operation to run when the document has several")
+	maxBatch := fs.Uint("max-batch", 0, "ask for results in batches of up to `N` (SubscribeRequest.max_batch); each result is still printed as its own line")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: bridge subscribe --upstream NAME [flags] QUERY\n\nPrints each result as one JSON line on stdout; lifecycle on stderr.\nExit code: the gRPC status code (0 = completed).\n\nFlags:")
 		fs.PrintDefaults()
@@ -41,7 +43,11 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fs.Usage()
 		return 2
 	}
-	req := &bridgev1.SubscribeRequest{Upstream: *upstream, Query: fs.Arg(0), OperationName: *opName}
+	if *maxBatch > math.MaxUint32 {
+		fmt.Fprintf(stderr, "bridge: --max-batch %d is too large\n", *maxBatch)
+		return 2
+	}
+	req := &bridgev1.SubscribeRequest{Upstream: *upstream, Query: fs.Arg(0), OperationName: *opName, MaxBatch: uint32(*maxBatch)}
 	if *vars != "" {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(*vars), &m); err != nil {
@@ -69,21 +75,7 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			if err != nil {
 				break
 			}
-			switch ev := resp.Event.(type) {
-			case *bridgev1.SubscribeResponse_Next:
-				stdout.Write(ev.Next.Result)
-				io.WriteString(stdout, "\n")
-			case *bridgev1.SubscribeResponse_Lifecycle:
-				l := ev.Lifecycle
-				line := strings.ToLower(strings.TrimPrefix(l.State.String(), "STATE_"))
-				if l.CloseCode != 0 || l.CloseReason != "" {
-					line += fmt.Sprintf(" close_code=%d reason=%q", l.CloseCode, l.CloseReason)
-				}
-				if l.Attempt != 0 {
-					line += fmt.Sprintf(" attempt=%d", l.Attempt)
-				}
-				fmt.Fprintln(stderr, "lifecycle:", line)
-			}
+			printEvent(resp, stdout, stderr)
 		}
 	}
 	if errors.Is(err, io.EOF) {
@@ -98,4 +90,30 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 	}
 	return int(st.Code())
+}
+
+// printEvent writes a result as one line on stdout, each result of a batch
+// as its own line (so the output is the same with and without --max-batch),
+// and a lifecycle change as one line on stderr.
+func printEvent(resp *bridgev1.SubscribeResponse, stdout, stderr io.Writer) {
+	switch ev := resp.Event.(type) {
+	case *bridgev1.SubscribeResponse_Next:
+		stdout.Write(ev.Next.Result)
+		io.WriteString(stdout, "\n")
+	case *bridgev1.SubscribeResponse_Batch:
+		for _, n := range ev.Batch.GetNexts() {
+			stdout.Write(n.GetResult())
+			io.WriteString(stdout, "\n")
+		}
+	case *bridgev1.SubscribeResponse_Lifecycle:
+		l := ev.Lifecycle
+		line := strings.ToLower(strings.TrimPrefix(l.State.String(), "STATE_"))
+		if l.CloseCode != 0 || l.CloseReason != "" {
+			line += fmt.Sprintf(" close_code=%d reason=%q", l.CloseCode, l.CloseReason)
+		}
+		if l.Attempt != 0 {
+			line += fmt.Sprintf(" attempt=%d", l.Attempt)
+		}
+		fmt.Fprintln(stderr, "lifecycle:", line)
+	}
 }

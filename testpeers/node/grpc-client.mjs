@@ -5,10 +5,15 @@
 // another language gets the events and can read the bridge's error details.
 //
 // Usage:
-//   node grpc-client.mjs ADDRESS UPSTREAM QUERY [VARIABLES_JSON]
+//   node grpc-client.mjs ADDRESS UPSTREAM QUERY [VARIABLES_JSON] [--max-batch N]
+//
+// --max-batch N sets SubscribeRequest.max_batch: results then arrive in
+// batches, and each batch is printed as a "batch" line followed by one
+// "next" line per result, in order.
 //
 // Prints one JSON line per event to stdout:
 //   {"next":{"sequence":N,"result":<the result, parsed>}}
+//   {"batch":{"size":N}}  (then N "next" lines)
 //   {"lifecycle":{"state":"STATE_SUBSCRIBED","closeCode":0,"closeReason":"","attempt":0}}
 // and, last, the call's status:
 //   {"status":{"code":N,"details":"...","errorInfo":{"reason":...,"domain":...,"metadata":{...}},
@@ -34,9 +39,18 @@ function die(msg) {
   process.exit(2);
 }
 
-const [address, upstream, query, variablesJSON] = process.argv.slice(2);
+const usage = 'usage: node grpc-client.mjs ADDRESS UPSTREAM QUERY [VARIABLES_JSON] [--max-batch N]';
+const args = process.argv.slice(2);
+let maxBatch = 0;
+const flag = args.indexOf('--max-batch');
+if (flag >= 0) {
+  maxBatch = Number(args[flag + 1]);
+  if (!Number.isInteger(maxBatch) || maxBatch < 0) die(`--max-batch must be a whole number, got ${JSON.stringify(args[flag + 1])}`);
+  args.splice(flag, 2);
+}
+const [address, upstream, query, variablesJSON] = args;
 if (!address || !upstream || query === undefined) {
-  die('usage: node grpc-client.mjs ADDRESS UPSTREAM QUERY [VARIABLES_JSON]');
+  die(usage);
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -116,18 +130,26 @@ function decodeDetails(metadata) {
 }
 
 const client = new SubscriptionService(address, grpc.credentials.createInsecure());
-const call = client.Subscribe({ upstream, query, variables });
+const call = client.Subscribe({ upstream, query, variables, maxBatch });
+
+function printNext(n) {
+  let result;
+  try {
+    result = JSON.parse(Buffer.from(n.result).toString('utf8'));
+  } catch (err) {
+    die(`result is not JSON: ${err.message}`);
+  }
+  print({ next: { sequence: Number(n.sequence), result } });
+}
 
 call.on('data', (resp) => {
   if (resp.event === 'next') {
-    const n = resp.next;
-    let result;
-    try {
-      result = JSON.parse(Buffer.from(n.result).toString('utf8'));
-    } catch (err) {
-      die(`result is not JSON: ${err.message}`);
-    }
-    print({ next: { sequence: Number(n.sequence), result } });
+    printNext(resp.next);
+  } else if (resp.event === 'batch') {
+    // A batch is the results queued together, in sequence order: handle
+    // each as if it had come alone.
+    print({ batch: { size: resp.batch.nexts.length } });
+    for (const n of resp.batch.nexts) printNext(n);
   } else if (resp.event === 'lifecycle') {
     const l = resp.lifecycle;
     print({ lifecycle: { state: l.state, closeCode: l.closeCode, closeReason: l.closeReason, attempt: l.attempt } });

@@ -80,7 +80,7 @@ func (x Lifecycle_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Lifecycle_State.Descriptor instead.
 func (Lifecycle_State) EnumDescriptor() ([]byte, []int) {
-	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{3, 0}
+	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{4, 0}
 }
 
 // SubscribeRequest names an upstream and the GraphQL operation to run there.
@@ -97,7 +97,26 @@ type SubscribeRequest struct {
 	OperationName string `protobuf:"bytes,4,opt,name=operation_name,json=operationName,proto3" json:"operation_name,omitempty"`
 	// GraphQL request extensions (for example persisted-query hashes), passed
 	// to the upstream unchanged. Optional.
-	Extensions    *structpb.Struct `protobuf:"bytes,5,opt,name=extensions,proto3" json:"extensions,omitempty"`
+	Extensions *structpb.Struct `protobuf:"bytes,5,opt,name=extensions,proto3" json:"extensions,omitempty"`
+	// Asks for results in batches of up to this many. Optional: 0 or 1 (the
+	// default) sends every result as its own `next` event, and no `batch`.
+	//
+	// Above 1, every result arrives inside a `batch` event, never as `next`.
+	// A batch holds the results that were already queued for this call when
+	// the bridge was ready to send (from 1 up to max_batch of them): the
+	// bridge never waits to fill a batch, so at low rates each batch holds
+	// one result and arrives as soon as a `next` would. A batch is also
+	// bounded in bytes by the bridge's configuration (server.max_batch_bytes,
+	// default 1 MiB, well under gRPC clients' default 4 MiB receive limit);
+	// a result larger than that travels alone, in a batch of one.
+	//
+	// Batching changes nothing else: sequence numbers, their gaps when
+	// results are dropped, and lifecycle events (which end the current batch
+	// and arrive as `lifecycle` events between batches) are as without it.
+	//
+	// A value above the bridge's maximum (server.max_batch, default 1024) is
+	// refused with INVALID_ARGUMENT; the message states the maximum.
+	MaxBatch      uint32 `protobuf:"varint,6,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -167,7 +186,15 @@ func (x *SubscribeRequest) GetExtensions() *structpb.Struct {
 	return nil
 }
 
-// SubscribeResponse is one event of the stream: a result or a lifecycle change.
+func (x *SubscribeRequest) GetMaxBatch() uint32 {
+	if x != nil {
+		return x.MaxBatch
+	}
+	return 0
+}
+
+// SubscribeResponse is one event of the stream: a result, a batch of
+// results, or a lifecycle change.
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The event.
@@ -176,6 +203,7 @@ type SubscribeResponse struct {
 	//
 	//	*SubscribeResponse_Next
 	//	*SubscribeResponse_Lifecycle
+	//	*SubscribeResponse_Batch
 	Event         isSubscribeResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -236,12 +264,22 @@ func (x *SubscribeResponse) GetLifecycle() *Lifecycle {
 	return nil
 }
 
+func (x *SubscribeResponse) GetBatch() *Batch {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeResponse_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isSubscribeResponse_Event interface {
 	isSubscribeResponse_Event()
 }
 
 type SubscribeResponse_Next struct {
-	// A result the upstream produced.
+	// A result the upstream produced. Sent when the request's max_batch is
+	// 0 or 1.
 	Next *Next `protobuf:"bytes,1,opt,name=next,proto3,oneof"`
 }
 
@@ -250,9 +288,67 @@ type SubscribeResponse_Lifecycle struct {
 	Lifecycle *Lifecycle `protobuf:"bytes,2,opt,name=lifecycle,proto3,oneof"`
 }
 
+type SubscribeResponse_Batch struct {
+	// Results the upstream produced, in order. Sent instead of `next` when
+	// the request's max_batch is above 1.
+	Batch *Batch `protobuf:"bytes,3,opt,name=batch,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Next) isSubscribeResponse_Event() {}
 
 func (*SubscribeResponse_Lifecycle) isSubscribeResponse_Event() {}
+
+func (*SubscribeResponse_Batch) isSubscribeResponse_Event() {}
+
+// Batch carries results that were queued together for the caller (see
+// SubscribeRequest.max_batch).
+type Batch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The results, in sequence order: at least one, at most the request's
+	// max_batch. Read each as a `next` event; a gap in sequence between two
+	// of them, or between two batches, means results were dropped as it
+	// would between two `next` events.
+	Nexts         []*Next `protobuf:"bytes,1,rep,name=nexts,proto3" json:"nexts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Batch) Reset() {
+	*x = Batch{}
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Batch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Batch) ProtoMessage() {}
+
+func (x *Batch) ProtoReflect() protoreflect.Message {
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Batch.ProtoReflect.Descriptor instead.
+func (*Batch) Descriptor() ([]byte, []int) {
+	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Batch) GetNexts() []*Next {
+	if x != nil {
+		return x.Nexts
+	}
+	return nil
+}
 
 // Next carries one result of the operation.
 type Next struct {
@@ -269,7 +365,7 @@ type Next struct {
 
 func (x *Next) Reset() {
 	*x = Next{}
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[2]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +377,7 @@ func (x *Next) String() string {
 func (*Next) ProtoMessage() {}
 
 func (x *Next) ProtoReflect() protoreflect.Message {
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[2]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +390,7 @@ func (x *Next) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Next.ProtoReflect.Descriptor instead.
 func (*Next) Descriptor() ([]byte, []int) {
-	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{2}
+	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Next) GetResult() []byte {
@@ -332,7 +428,7 @@ type Lifecycle struct {
 
 func (x *Lifecycle) Reset() {
 	*x = Lifecycle{}
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[3]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +440,7 @@ func (x *Lifecycle) String() string {
 func (*Lifecycle) ProtoMessage() {}
 
 func (x *Lifecycle) ProtoReflect() protoreflect.Message {
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[3]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +453,7 @@ func (x *Lifecycle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lifecycle.ProtoReflect.Descriptor instead.
 func (*Lifecycle) Descriptor() ([]byte, []int) {
-	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{3}
+	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Lifecycle) GetState() Lifecycle_State {
@@ -392,7 +488,7 @@ var File_graphqlbridge_v1_subscription_proto protoreflect.FileDescriptor
 
 const file_graphqlbridge_v1_subscription_proto_rawDesc = "" +
 	"\n" +
-	"#graphqlbridge/v1/subscription.proto\x12\x10graphqlbridge.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xdb\x01\n" +
+	"#graphqlbridge/v1/subscription.proto\x12\x10graphqlbridge.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xf8\x01\n" +
 	"\x10SubscribeRequest\x12\x1a\n" +
 	"\bupstream\x18\x01 \x01(\tR\bupstream\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\tR\x05query\x125\n" +
@@ -400,11 +496,15 @@ const file_graphqlbridge_v1_subscription_proto_rawDesc = "" +
 	"\x0eoperation_name\x18\x04 \x01(\tR\roperationName\x127\n" +
 	"\n" +
 	"extensions\x18\x05 \x01(\v2\x17.google.protobuf.StructR\n" +
-	"extensions\"\x87\x01\n" +
+	"extensions\x12\x1b\n" +
+	"\tmax_batch\x18\x06 \x01(\rR\bmaxBatch\"\xb8\x01\n" +
 	"\x11SubscribeResponse\x12,\n" +
 	"\x04next\x18\x01 \x01(\v2\x16.graphqlbridge.v1.NextH\x00R\x04next\x12;\n" +
-	"\tlifecycle\x18\x02 \x01(\v2\x1b.graphqlbridge.v1.LifecycleH\x00R\tlifecycleB\a\n" +
-	"\x05event\":\n" +
+	"\tlifecycle\x18\x02 \x01(\v2\x1b.graphqlbridge.v1.LifecycleH\x00R\tlifecycle\x12/\n" +
+	"\x05batch\x18\x03 \x01(\v2\x17.graphqlbridge.v1.BatchH\x00R\x05batchB\a\n" +
+	"\x05event\"5\n" +
+	"\x05Batch\x12,\n" +
+	"\x05nexts\x18\x01 \x03(\v2\x16.graphqlbridge.v1.NextR\x05nexts\":\n" +
 	"\x04Next\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\x86\x02\n" +
@@ -436,28 +536,31 @@ func file_graphqlbridge_v1_subscription_proto_rawDescGZIP() []byte {
 }
 
 var file_graphqlbridge_v1_subscription_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_graphqlbridge_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_graphqlbridge_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_graphqlbridge_v1_subscription_proto_goTypes = []any{
 	(Lifecycle_State)(0),      // 0: graphqlbridge.v1.Lifecycle.State
 	(*SubscribeRequest)(nil),  // 1: graphqlbridge.v1.SubscribeRequest
 	(*SubscribeResponse)(nil), // 2: graphqlbridge.v1.SubscribeResponse
-	(*Next)(nil),              // 3: graphqlbridge.v1.Next
-	(*Lifecycle)(nil),         // 4: graphqlbridge.v1.Lifecycle
-	(*structpb.Struct)(nil),   // 5: google.protobuf.Struct
+	(*Batch)(nil),             // 3: graphqlbridge.v1.Batch
+	(*Next)(nil),              // 4: graphqlbridge.v1.Next
+	(*Lifecycle)(nil),         // 5: graphqlbridge.v1.Lifecycle
+	(*structpb.Struct)(nil),   // 6: google.protobuf.Struct
 }
 var file_graphqlbridge_v1_subscription_proto_depIdxs = []int32{
-	5, // 0: graphqlbridge.v1.SubscribeRequest.variables:type_name -> google.protobuf.Struct
-	5, // 1: graphqlbridge.v1.SubscribeRequest.extensions:type_name -> google.protobuf.Struct
-	3, // 2: graphqlbridge.v1.SubscribeResponse.next:type_name -> graphqlbridge.v1.Next
-	4, // 3: graphqlbridge.v1.SubscribeResponse.lifecycle:type_name -> graphqlbridge.v1.Lifecycle
-	0, // 4: graphqlbridge.v1.Lifecycle.state:type_name -> graphqlbridge.v1.Lifecycle.State
-	1, // 5: graphqlbridge.v1.SubscriptionService.Subscribe:input_type -> graphqlbridge.v1.SubscribeRequest
-	2, // 6: graphqlbridge.v1.SubscriptionService.Subscribe:output_type -> graphqlbridge.v1.SubscribeResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	6, // 0: graphqlbridge.v1.SubscribeRequest.variables:type_name -> google.protobuf.Struct
+	6, // 1: graphqlbridge.v1.SubscribeRequest.extensions:type_name -> google.protobuf.Struct
+	4, // 2: graphqlbridge.v1.SubscribeResponse.next:type_name -> graphqlbridge.v1.Next
+	5, // 3: graphqlbridge.v1.SubscribeResponse.lifecycle:type_name -> graphqlbridge.v1.Lifecycle
+	3, // 4: graphqlbridge.v1.SubscribeResponse.batch:type_name -> graphqlbridge.v1.Batch
+	4, // 5: graphqlbridge.v1.Batch.nexts:type_name -> graphqlbridge.v1.Next
+	0, // 6: graphqlbridge.v1.Lifecycle.state:type_name -> graphqlbridge.v1.Lifecycle.State
+	1, // 7: graphqlbridge.v1.SubscriptionService.Subscribe:input_type -> graphqlbridge.v1.SubscribeRequest
+	2, // 8: graphqlbridge.v1.SubscriptionService.Subscribe:output_type -> graphqlbridge.v1.SubscribeResponse
+	8, // [8:9] is the sub-list for method output_type
+	7, // [7:8] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_graphqlbridge_v1_subscription_proto_init() }
@@ -468,6 +571,7 @@ func file_graphqlbridge_v1_subscription_proto_init() {
 	file_graphqlbridge_v1_subscription_proto_msgTypes[1].OneofWrappers = []any{
 		(*SubscribeResponse_Next)(nil),
 		(*SubscribeResponse_Lifecycle)(nil),
+		(*SubscribeResponse_Batch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -475,7 +579,7 @@ func file_graphqlbridge_v1_subscription_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_graphqlbridge_v1_subscription_proto_rawDesc), len(file_graphqlbridge_v1_subscription_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,273 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+
+	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
+	"github.com/gqlbridge/gqlbridge/session"
+)
+
+// checkBatchEncoding encodes a batch of results with the bridge's codec
+// and checks that protobuf's own decoder reads back the batch that was
+// sent, that the encoding is as long as protobuf's, that batchSize
+// predicts that length, and that no result was copied.
+func checkBatchEncoding(t *testing.T, results [][]byte, seqs []uint64) {
+	t.Helper()
+	codec := requestCodec{encoding.GetCodecV2("proto")}
+	want := &bridgev1.Batch{}
+	body := 0
+	for i, r := range results {
+		want.Nexts = append(want.Nexts, &bridgev1.Next{Result: r, Sequence: seqs[i]})
+		body += batchEntrySize(r, seqs[i])
+	}
+	resp := &bridgev1.SubscribeResponse{Event: &bridgev1.SubscribeResponse_Batch{Batch: want}}
+	data, err := codec.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire := data.Materialize()
+	what := func() string { return describeBatch(results, seqs) }
+	if std, _ := proto.Marshal(resp); len(std) != len(wire) {
+		t.Fatalf("%s: %d bytes on the wire, protobuf makes %d", what(), len(wire), len(std))
+	}
+	if n := batchSize(body); n != len(wire) {
+		t.Fatalf("%s: batchSize says %d bytes, the encoding has %d", what(), n, len(wire))
+	}
+	for i, r := range results {
+		if len(r) > 0 && !referenced(data, r) {
+			t.Fatalf("%s: result %d was copied", what(), i)
+		}
+	}
+	got := &bridgev1.SubscribeResponse{}
+	if err := proto.Unmarshal(wire, got); err != nil {
+		t.Fatalf("%s: %v", what(), err)
+	}
+	if got.GetBatch() == nil || !proto.Equal(got, resp) {
+		t.Fatalf("%s: decoded %v", what(), got)
+	}
+}
+
+// referenced reports whether one of data's buffers is r itself.
+func referenced(data mem.BufferSlice, r []byte) bool {
+	for _, b := range data {
+		if d := b.ReadOnlyData(); len(d) == len(r) && &d[0] == &r[0] {
+			return true
+		}
+	}
+	return false
+}
+
+func describeBatch(results [][]byte, seqs []uint64) string {
+	parts := make([]string, len(results))
+	for i, r := range results {
+		parts[i] = fmt.Sprintf("{%d bytes, seq %d}", len(r), seqs[i])
+	}
+	return "batch of " + strings.Join(parts, " ")
+}
+
+// varintEdges are lengths and sequences on either side of the boundaries
+// where a varint grows by a byte.
+var varintEdges = []uint64{0, 1, 127, 128, 16383, 16384, 2097151, 2097152}
+
+// TestMarshalBatchDecodes: batches encoded without copying decode, with
+// protobuf's own decoder, to the batch that was sent: empty, of one result
+// and of several; results and sequences around varint boundaries; and
+// results sized so that the Next, the batch entry and the whole batch body
+// are each exactly on either side of a varint boundary.
+func TestMarshalBatchDecodes(t *testing.T) {
+	t.Parallel()
+	checkBatchEncoding(t, nil, nil)
+	for _, seq := range []uint64{0, 1, 127, 128, 16383, 16384, 1 << 35, 1<<64 - 1} {
+		for _, n := range varintEdges[:6] {
+			r := bytes.Repeat([]byte{'x'}, int(n))
+			checkBatchEncoding(t, [][]byte{r}, []uint64{seq})
+			checkBatchEncoding(t, [][]byte{r, []byte("{}"), r, nil}, []uint64{seq, seq + 1, seq + 2, 0})
+		}
+	}
+	// One result whose Next body, batch entry or batch body is exactly an
+	// edge: the length prefixes around it change size there.
+	for _, edge := range []uint64{1 << 7, 1 << 14, 1 << 21} {
+		for _, target := range []uint64{edge - 1, edge} {
+			for name, size := range map[string]func(r []byte) int{
+				"next":  func(r []byte) int { return nextBodySize(r, 7) },
+				"entry": func(r []byte) int { return batchEntrySize(r, 7) },
+			} {
+				r := resultOfSize(t, target, size)
+				if r == nil {
+					continue // no result length lands exactly there
+				}
+				t.Run(fmt.Sprintf("%s=%d", name, target), func(t *testing.T) {
+					checkBatchEncoding(t, [][]byte{r}, []uint64{7})
+					// The same in a batch of three: the body grows past it.
+					checkBatchEncoding(t, [][]byte{r, r[:1], r}, []uint64{7, 8, 9})
+				})
+			}
+		}
+	}
+}
+
+// resultOfSize returns a result whose size(result) is target, or nil when
+// the varint jump skips target.
+func resultOfSize(t *testing.T, target uint64, size func([]byte) int) []byte {
+	t.Helper()
+	for n := int(target); n >= 0 && n > int(target)-16; n-- {
+		r := bytes.Repeat([]byte{'y'}, n)
+		if uint64(size(r)) == target {
+			return r
+		}
+	}
+	return nil
+}
+
+// FuzzMarshalBatch: any batch of results and sequences encodes to what
+// protobuf decodes back to the same batch.
+func FuzzMarshalBatch(f *testing.F) {
+	f.Add([]byte(`{"data":{"n":1}}`), []byte(""), uint64(1), uint64(300), uint8(3))
+	f.Add(bytes.Repeat([]byte{'x'}, 127), bytes.Repeat([]byte{'z'}, 16380), uint64(0), uint64(1<<63), uint8(2))
+	f.Fuzz(func(t *testing.T, a, b []byte, seqA, seqB uint64, n uint8) {
+		var results [][]byte
+		var seqs []uint64
+		for i := range int(n % 9) {
+			if i%2 == 0 {
+				results, seqs = append(results, a), append(seqs, seqA+uint64(i))
+			} else {
+				results, seqs = append(results, b), append(seqs, seqB)
+			}
+		}
+		checkBatchEncoding(t, results, seqs)
+	})
+}
+
+// steppedStream is the pump's side of a stream whose caller takes one
+// message at a time: Send hands a decoded copy of what the codec encoded to
+// the test and waits for a step. While it waits, the message is composed
+// and the test can queue more, knowing exactly what the next message may
+// take.
+type steppedStream struct {
+	grpc.ServerStream // only Send and Context are used
+	ctx               context.Context
+	codec             requestCodec
+	sent              chan *bridgev1.SubscribeResponse
+	step              chan struct{}
+}
+
+func (s *steppedStream) Context() context.Context { return s.ctx }
+
+func (s *steppedStream) Send(m *bridgev1.SubscribeResponse) error {
+	data, err := s.codec.Marshal(m)
+	if err != nil {
+		return err
+	}
+	got := &bridgev1.SubscribeResponse{}
+	if err := proto.Unmarshal(data.Materialize(), got); err != nil {
+		return err
+	}
+	s.sent <- got
+	select {
+	case <-s.step:
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+}
+
+// TestPumpBatches: what each batch holds, message by message. A batch
+// takes what was taken and what was queued since, up to max_batch; a
+// result dropped from the queue meanwhile shows as a gap inside a batch; a
+// lifecycle event ends the batch and goes alone; a result over the byte cap
+// goes alone and ends the batch before it; the outcome comes after the last
+// batch.
+func TestPumpBatches(t *testing.T) {
+	t.Parallel()
+	srv, err := New(Config{Upstreams: map[string]*Upstream{"up": {Session: session.Config{URL: "ws://127.0.0.1:1/graphql"}}}, MaxBatchBytes: 4096, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	drops := 0
+	sub := newSubscriber(4, DropOldest, func() { drops++ })
+	stream := &steppedStream{ctx: ctx, codec: requestCodec{encoding.GetCodecV2("proto")}, sent: make(chan *bridgev1.SubscribeResponse, 1), step: make(chan struct{})}
+	big := bytes.Repeat([]byte{'b'}, 5000)
+	push := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if i == 12 {
+				sub.pushNext(big)
+				continue
+			}
+			sub.pushNext(fmt.Appendf(nil, `{"n":%d}`, i))
+		}
+	}
+	lifecycle := func(st bridgev1.Lifecycle_State) { sub.pushEvent(&bridgev1.Lifecycle{State: st}) }
+
+	lifecycle(bridgev1.Lifecycle_STATE_SUBSCRIBED)
+	push(1, 4)
+	done := make(chan error, 1)
+	go func() { done <- srv.pump(ctx, "up", sub, stream, 3) }()
+
+	steps := []struct {
+		want   string // the message: a lifecycle state or the sequences of a batch
+		before func() // run while the pump waits in Send with it
+	}{
+		{"STATE_SUBSCRIBED", func() { push(5, 10) }}, // the queue of 4 keeps 7-10
+		{"[1 2 3]", nil},
+		{"[4 7 8]", func() {
+			lifecycle(bridgev1.Lifecycle_STATE_RECONNECTING)
+			push(11, 13)
+			lifecycle(bridgev1.Lifecycle_STATE_RESUBSCRIBED)
+			push(14, 14)
+		}},
+		{"[9 10]", nil},
+		{"STATE_RECONNECTING", nil},
+		{"[11]", nil},
+		{"[12]", nil},
+		{"[13]", nil},
+		{"STATE_RESUBSCRIBED", func() { push(15, 15); sub.finish(nil) }},
+		{"[14 15]", nil},
+	}
+	for i, st := range steps {
+		var m *bridgev1.SubscribeResponse
+		select {
+		case m = <-stream.sent:
+		case err := <-done:
+			t.Fatalf("message %d: the pump returned %v", i, err)
+		case <-ctx.Done():
+			t.Fatalf("message %d: nothing sent", i)
+		}
+		got := m.GetLifecycle().GetState().String()
+		if b := m.GetBatch(); b != nil {
+			var seqs []uint64
+			for _, n := range b.GetNexts() {
+				seqs = append(seqs, n.GetSequence())
+				if n.GetSequence() == 12 && !bytes.Equal(n.GetResult(), big) {
+					t.Fatalf("result 12 changed")
+				}
+			}
+			got = fmt.Sprint(seqs)
+		}
+		if got != st.want {
+			t.Fatalf("message %d is %s, want %s", i, got, st.want)
+		}
+		if st.before != nil {
+			st.before()
+		}
+		stream.step <- struct{}{}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("pump: %v, want the outcome nil", err)
+	}
+	if drops != 2 {
+		t.Fatalf("%d drops counted, want 2 (results 5 and 6)", drops)
+	}
+}
