@@ -2,12 +2,10 @@ package bridge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"net/url"
 	"slices"
 	"strings"
@@ -18,7 +16,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 	"github.com/gqlbridge/gqlbridge/session"
@@ -251,10 +248,12 @@ func (p *upstreamPool) reserve() (func(), error) {
 	}, nil
 }
 
-// validate checks a request and builds the upstream request.
+// validate checks a request and builds the upstream request. Its messages
+// quote what the caller sent only through quoteCaller.
 func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, session.Request, error) {
 	var sreq session.Request
-	if err := decodeError(req); err != nil {
+	m := readMarks(req)
+	if err := decodeError(m); err != nil {
 		return nil, sreq, err
 	}
 	name := req.GetUpstream()
@@ -264,7 +263,12 @@ func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, sessio
 	pool := s.pools[name]
 	if pool == nil {
 		return nil, sreq, &RequestError{Code: codes.NotFound, Reason: ReasonUnknownUpstream,
-			Msg: fmt.Sprintf("unknown upstream %q: configured upstreams are %s", truncateString(name, 64), strings.Join(slices.Sorted(maps.Keys(s.pools)), ", "))}
+			Msg: fmt.Sprintf("unknown upstream %s: configured upstreams are %s", quoteCaller(name), strings.Join(slices.Sorted(maps.Keys(s.pools)), ", "))}
+	}
+	// The codec left an oversized query or variables undecoded; a size at
+	// or under the limit is not the codec's, and is ignored.
+	if m.queryBytes > s.cfg.MaxQueryBytes {
+		return nil, sreq, invalid("query is %d bytes; the limit is %d", m.queryBytes, s.cfg.MaxQueryBytes)
 	}
 	q := req.GetQuery()
 	if strings.TrimSpace(q) == "" {
@@ -275,6 +279,9 @@ func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, sessio
 	}
 	if !utf8.ValidString(q) || !utf8.ValidString(req.GetOperationName()) {
 		return nil, sreq, invalid("query and operation_name must be valid UTF-8")
+	}
+	if m.variablesBytes > s.cfg.MaxVariablesBytes {
+		return nil, sreq, invalid("variables and extensions are %d bytes of JSON; the limit is %d", m.variablesBytes, s.cfg.MaxVariablesBytes)
 	}
 	vars, err := structJSON(req.GetVariables())
 	if err != nil {
@@ -290,61 +297,9 @@ func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, sessio
 	return pool, session.Request{Query: q, Variables: vars, OperationName: req.GetOperationName(), Extensions: ext}, nil
 }
 
-// structJSON encodes a Struct canonically (sorted keys), so identical
-// variables produce identical bytes and deduplicate.
-func structJSON(st *structpb.Struct) (json.RawMessage, error) {
-	if st == nil || len(st.GetFields()) == 0 {
-		return nil, nil
-	}
-	// AsMap turns NaN and ±Infinity into the strings "NaN" and "Infinity":
-	// refuse them rather than send the upstream a string it never got.
-	if err := finite(structpb.NewStructValue(st), ""); err != nil {
-		return nil, err
-	}
-	b, err := json.Marshal(st.AsMap())
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
-}
-
-// finite reports the first number in v that JSON cannot represent.
-func finite(v *structpb.Value, path string) error {
-	switch k := v.GetKind().(type) {
-	case *structpb.Value_NumberValue:
-		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
-			return fmt.Errorf("%s is %v, which JSON cannot represent: send a finite number, a string or null", path, k.NumberValue)
-		}
-	case *structpb.Value_StructValue:
-		for name, f := range k.StructValue.GetFields() {
-			p := name
-			if path != "" {
-				p = path + "." + name
-			}
-			if err := finite(f, p); err != nil {
-				return err
-			}
-		}
-	case *structpb.Value_ListValue:
-		for i, e := range k.ListValue.GetValues() {
-			if err := finite(e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // dedupKey identifies identical subscriptions.
 func dedupKey(identity string, r session.Request) string {
 	return strings.Join([]string{identity, r.Query, r.OperationName, string(r.Variables), string(r.Extensions)}, "\x00")
-}
-
-func truncateString(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 // enter counts a Subscribe call in, unless the service is draining.
