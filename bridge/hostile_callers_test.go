@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -214,15 +215,24 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestHostileCallersWideVariables(t *testing.T) {
 	demo := startDemo(t, demoupstream.Options{})
 	e := startBridge(t, inMemory, bridge.Config{Upstreams: map[string]*bridge.Upstream{"demo": {Session: fast(demo.URL())}}})
-	fields := make(map[string]*structpb.Value, 150_000)
-	for i := range 150_000 {
-		fields[fmt.Sprintf("key%07d", i)] = structpb.NewNumberValue(float64(i))
-	}
-	raw, err := proto.Marshal(&bridgev1.SubscribeRequest{Upstream: "demo", Query: "subscription { ticker { n } }",
-		Variables: &structpb.Struct{Fields: fields}})
+	raw, err := proto.Marshal(&bridgev1.SubscribeRequest{Upstream: "demo", Query: "subscription { ticker { n } }"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// variables: 150,000 keys with a number each, written with protowire
+	// (proto.Marshal of such a Struct is slow).
+	var st, entry, value []byte
+	for i := range 150_000 {
+		value = protowire.AppendTag(value[:0], 2, protowire.Fixed64Type)
+		value = protowire.AppendFixed64(value, math.Float64bits(float64(i)))
+		entry = protowire.AppendTag(entry[:0], 1, protowire.BytesType)
+		entry = protowire.AppendString(entry, fmt.Sprintf("key%07d", i))
+		entry = protowire.AppendTag(entry, 2, protowire.BytesType)
+		entry = protowire.AppendBytes(entry, value)
+		st = protowire.AppendTag(st, 1, protowire.BytesType)
+		st = protowire.AppendBytes(st, entry)
+	}
+	raw = protowire.AppendBytes(protowire.AppendTag(raw, 3, protowire.BytesType), st)
 	const callers, each = 4, 3
 	round := func() {
 		var wg sync.WaitGroup
