@@ -36,7 +36,13 @@ type Upstream struct {
 	Dedup bool
 	// QueueSize bounds each subscriber's queue of results. Default 128.
 	QueueSize int
-	// SlowPolicy is what happens when that queue is full. Default DropOldest.
+	// QueueMaxBytes bounds the bytes of results in each subscriber's queue,
+	// the one being sent to the caller included. A result bigger than that
+	// on its own is queued only when the subscriber holds no other.
+	// Default 16 MiB.
+	QueueMaxBytes int
+	// SlowPolicy is what happens when that queue is full, by count or by
+	// bytes, or when Config.MaxQueuedBytes is reached. Default DropOldest.
 	SlowPolicy SlowPolicy
 	// IdleTimeout closes a connection that carried no operation this long.
 	// Default 30s.
@@ -56,6 +62,11 @@ type Config struct {
 	MaxVariablesBytes int
 	// MaxSubscriptions caps open Subscribe streams in total; 0 means no cap.
 	MaxSubscriptions int
+	// MaxQueuedBytes bounds the bytes of results held in all subscribers'
+	// queues together, a result shared by several counted once. When a
+	// result does not fit, the subscribers whose queues hold the most give
+	// way first, each by its SlowPolicy. Default 256 MiB.
+	MaxQueuedBytes int
 	// Identity returns the credential identity of a caller (forwarded
 	// credentials); nil means every caller shares the upstream's credential.
 	Identity func(ctx context.Context, upstream string) (string, error)
@@ -72,6 +83,7 @@ type Server struct {
 
 	cfg     Config
 	pools   map[string]*upstreamPool
+	budget  *queueBudget
 	log     *slog.Logger
 	total   atomic.Int64
 	drained chan struct{} // closed when open streams must end
@@ -95,10 +107,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxVariablesBytes <= 0 {
 		cfg.MaxVariablesBytes = 64 << 10
 	}
+	if cfg.MaxQueuedBytes <= 0 {
+		cfg.MaxQueuedBytes = 256 << 20
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, pools: map[string]*upstreamPool{}, log: cfg.Logger, drained: make(chan struct{})}
+	s := &Server{cfg: cfg, pools: map[string]*upstreamPool{}, log: cfg.Logger, drained: make(chan struct{}),
+		budget: newQueueBudget(int64(cfg.MaxQueuedBytes))}
+	cfg.Metrics.reportBudget(s.budget)
 	for name, up := range cfg.Upstreams {
 		if up.MaxOpsPerConn <= 0 {
 			up.MaxOpsPerConn = 1000
@@ -106,10 +123,13 @@ func New(cfg Config) (*Server, error) {
 		if up.QueueSize <= 0 {
 			up.QueueSize = 128
 		}
+		if up.QueueMaxBytes <= 0 {
+			up.QueueMaxBytes = 16 << 20
+		}
 		if up.IdleTimeout <= 0 {
 			up.IdleTimeout = 30 * time.Second
 		}
-		s.pools[name] = newUpstreamPool(name, up, cfg.Logger, cfg.Metrics)
+		s.pools[name] = newUpstreamPool(name, up, cfg.Logger, cfg.Metrics, s.budget)
 	}
 	return s, nil
 }
@@ -175,7 +195,11 @@ func (s *Server) subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStr
 	if pool.up.Dedup {
 		key = dedupKey(identity, sreq)
 	}
-	sub := newSubscriber(pool.up.QueueSize, pool.up.SlowPolicy, s.cfg.Metrics.dropCounter(pool.name))
+	sub := newSubscriber(queueConfig{size: pool.up.QueueSize, maxBytes: pool.up.QueueMaxBytes, policy: pool.up.SlowPolicy,
+		onDrop: s.cfg.Metrics.dropCounter(pool.name), budget: s.budget})
+	// Deferred first, so it runs after detach: then nothing is pushed any
+	// more, and what the queue holds leaves the server's budget.
+	defer sub.discard()
 	detach, err := pool.attach(identity, sreq, key, sub)
 	if err != nil {
 		return err
@@ -185,7 +209,10 @@ func (s *Server) subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStr
 }
 
 // pump sends what the subscriber's queue holds until the outcome, the
-// caller leaving, or the drain. One goroutine per stream: this one.
+// caller leaving, or the drain. One goroutine per stream: this one. It
+// takes one result at a time, so that a caller that stops reading pins
+// only the result being sent; the rest stays in the queue, where the
+// policy can drop it.
 func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error {
 	var (
 		batch []item
@@ -196,13 +223,6 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 		out   = s.cfg.Metrics.eventOut(upstream)
 	)
 	for {
-		select {
-		case <-sub.signal:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.drained:
-			return ErrDraining
-		}
 		var done bool
 		var outcome error
 		batch, done, outcome = sub.take(batch[:0])
@@ -212,7 +232,7 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 				onL.Lifecycle = it.ev
 				resp.Event = onL
 			} else {
-				next.Result, next.Sequence = it.payload, it.seq
+				next.Result, next.Sequence = it.res.b, it.seq
 				resp.Event = onN
 			}
 			if err := stream.Send(resp); err != nil {
@@ -222,12 +242,33 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 			// result would otherwise live as long as the stream.
 			next.Result, onL.Lifecycle = nil, nil
 			batch[i] = item{}
-			if out != nil && it.ev == nil {
-				out.Inc()
+			if it.res != nil {
+				sub.sent()
+				if out != nil {
+					out.Inc()
+				}
 			}
 		}
 		if done {
 			return outcome
+		}
+		if len(batch) > 0 {
+			// More may be queued: take it unless the stream must end.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-s.drained:
+				return ErrDraining
+			default:
+			}
+			continue
+		}
+		select {
+		case <-sub.signal:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.drained:
+			return ErrDraining
 		}
 	}
 }
@@ -423,6 +464,10 @@ type ConnEvent struct {
 	Class      string    `json:"class,omitempty"`
 	Attempt    int       `json:"attempt"`
 }
+
+// QueuedBytes is the bytes of results held in all subscribers' queues,
+// each result counted once: what Config.MaxQueuedBytes bounds.
+func (s *Server) QueuedBytes() int64 { return s.budget.used.Load() }
 
 // Snapshot reports the state of every upstream, sorted by name.
 func (s *Server) Snapshot() Snapshot {

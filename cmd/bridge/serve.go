@@ -77,6 +77,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MaxQueryBytes:     cfg.Server.MaxQueryBytes,
 		MaxVariablesBytes: cfg.Server.MaxVariablesBytes,
 		MaxSubscriptions:  cfg.Server.MaxSubscriptions,
+		MaxQueuedBytes:    cfg.Server.MaxQueuedBytes,
 		Logger:            log,
 		Metrics:           bridge.NewMetrics(reg),
 	}
