@@ -34,6 +34,7 @@ type upstreamPool struct {
 	log     *slog.Logger
 	metrics *Metrics
 	in      prometheus.Counter // results read from the upstream; nil without metrics
+	budget  *queueBudget       // the server's bound on queued bytes
 
 	mu       sync.Mutex
 	conns    map[string][]*pooledConn // by credential identity
@@ -44,9 +45,9 @@ type upstreamPool struct {
 	closing  sync.WaitGroup // idle closes under way
 }
 
-func newUpstreamPool(name string, up *Upstream, log *slog.Logger, m *Metrics) *upstreamPool {
+func newUpstreamPool(name string, up *Upstream, log *slog.Logger, m *Metrics, budget *queueBudget) *upstreamPool {
 	return &upstreamPool{name: name, up: up, log: log.With("upstream", name), metrics: m, in: m.eventIn(name),
-		conns: map[string][]*pooledConn{}, shared: map[string]*fanout{}}
+		budget: budget, conns: map[string][]*pooledConn{}, shared: map[string]*fanout{}}
 }
 
 var errShuttingDown = errors.New("bridge: shutting down")

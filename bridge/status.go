@@ -81,7 +81,7 @@ func Status(upstream string, err error) *status.Status {
 		code   codes.Code
 		reason string
 		msg    = err.Error()
-		meta   = map[string]string{"upstream": truncateString(upstream, 64)}
+		meta   = map[string]string{"upstream": callerName(upstream)}
 		retry  time.Duration
 	)
 	var (

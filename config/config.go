@@ -58,6 +58,9 @@ type Server struct {
 	// larger result goes alone. Default 1048576 (1 MiB), under the 4 MiB
 	// gRPC clients accept by default.
 	MaxBatchBytes int `yaml:"max_batch_bytes"`
+	// MaxQueuedBytes bounds the bytes of results held in all subscribers'
+	// queues together. Default 268435456 (256 MiB).
+	MaxQueuedBytes int `yaml:"max_queued_bytes"`
 	// TLS serves gRPC over TLS; with client_ca_file, callers must present a
 	// client certificate signed by that CA (mutual TLS). Default plaintext.
 	TLS *ServerTLS `yaml:"tls"`
@@ -197,9 +200,17 @@ type Retry struct {
 
 // Queue configures per-subscriber queues.
 type Queue struct {
-	Size   int    `yaml:"size"`   // default 128
-	Policy string `yaml:"policy"` // drop_oldest (default) or fail
+	Size     int    `yaml:"size"`      // default 128
+	MaxBytes int    `yaml:"max_bytes"` // default 16777216 (16 MiB)
+	Policy   string `yaml:"policy"`    // drop_oldest (default) or fail
 }
+
+// Defaults of the queue bounds, which config does not fill in (0 means the
+// default): the checks between them need the values in effect.
+const (
+	defaultQueuedBytes  = 256 << 20
+	defaultMessageBytes = 16 << 20 // upstreams.<name>.max_message_bytes
+)
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
@@ -355,6 +366,9 @@ func (c *Config) validate() error {
 			return c.errorf([]string{"server", k}, "must not be negative (0 takes the default)")
 		}
 	}
+	if s.MaxQueuedBytes < 0 {
+		return c.errorf([]string{"server", "max_queued_bytes"}, "must not be negative (0 means the default, 268435456)")
+	}
 	if t := s.TLS; t != nil && (t.CertFile == "" || t.KeyFile == "") {
 		return c.errorf([]string{"server", "tls"}, "cert_file and key_file are required")
 	}
@@ -447,6 +461,24 @@ func (c *Config) validate() error {
 		}
 		if u.Queue.Size < 0 {
 			return c.errorf(p("queue", "size"), "must not be negative (0 means the default, 128)")
+		}
+		if u.Queue.MaxBytes < 0 {
+			return c.errorf(p("queue", "max_bytes"), "must not be negative (0 means the default, 16777216)")
+		}
+		// A result over the process's bound could never be queued.
+		queued, message := int64(s.MaxQueuedBytes), u.MaxMessageBytes
+		if queued == 0 {
+			queued = defaultQueuedBytes
+		}
+		if message <= 0 {
+			message = defaultMessageBytes
+		}
+		switch {
+		case queued >= message:
+		case s.MaxQueuedBytes == 0:
+			return c.errorf(p("max_message_bytes"), "is %d, more than server.max_queued_bytes (default %d): results that big could never be queued", message, queued)
+		default:
+			return c.errorf([]string{"server", "max_queued_bytes"}, "is %d, less than upstreams.%s.max_message_bytes (%d): results that big could never be queued", queued, name, message)
 		}
 		for _, f := range []field[time.Duration]{{"dial_timeout", u.DialTimeout}, {"ack_timeout", u.AckTimeout},
 			{"keep_alive_timeout", u.KeepAliveTimeout}, {"idle_timeout", u.IdleTimeout}} {

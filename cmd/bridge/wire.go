@@ -92,6 +92,7 @@ func upstreams(cfg *config.Config) (map[string]*bridge.Upstream, error) {
 			MaxOpsPerConn:    u.MaxOperationsPerConnection,
 			Dedup:            *u.Dedup,
 			QueueSize:        u.Queue.Size,
+			QueueMaxBytes:    u.Queue.MaxBytes,
 			SlowPolicy:       policy,
 			IdleTimeout:      u.IdleTimeout,
 			MaxSubscriptions: u.MaxSubscriptions,
