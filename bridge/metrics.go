@@ -115,7 +115,7 @@ func (m *Metrics) connState(upstream string, sc session.StateChange) {
 	case session.StateReady:
 		m.ackLatency.WithLabelValues(upstream).Observe(sc.AckLatency.Seconds())
 	case session.StateBackoff:
-		m.reconnects.WithLabelValues(upstream, strconv.Itoa(sc.Cause.Code), sc.Cause.Class.String()).Inc()
+		m.reconnects.WithLabelValues(upstream, strconv.Itoa(int(sc.Cause.Code)), sc.Cause.Class.String()).Inc()
 		if sc.Cause.Class == session.ClassAuth {
 			m.subscribeReqs.WithLabelValues(upstream).Inc()
 		}

@@ -100,7 +100,7 @@ func Status(upstream string, err error) *status.Status {
 		msg = "upstream rejected the operation: " + string(ge.Errors)
 		meta["graphql_errors"] = string(ge.Errors)
 	case errors.As(err, &se):
-		meta["close_code"] = strconv.Itoa(se.Code)
+		meta["close_code"] = strconv.Itoa(int(se.Code))
 		meta["close_reason"] = se.Reason
 		meta["class"] = se.Class.String()
 		if se.HTTPStatus != 0 {

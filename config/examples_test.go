@@ -148,7 +148,7 @@ func TestDocsCloseCodeTable(t *testing.T) {
 	// the others are auth before it and transient after.
 	want := map[string][]int{}
 	for code := 1000; code <= 4999; code++ {
-		before, after := session.DefaultClass(code, true), session.DefaultClass(code, false)
+		before, after := session.DefaultClass(session.CloseCode(code), true), session.DefaultClass(session.CloseCode(code), false)
 		if before == after {
 			want[before.String()] = append(want[before.String()], code)
 		}

@@ -30,10 +30,10 @@ func TestCloseFrameDecidesOverFailedWrite(t *testing.T) {
 	for _, code := range []int{4403, 4406, 4400, 1014, 4500} {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
 			t.Parallel()
-			want := DefaultClass(code, false)
+			want := DefaultClass(CloseCode(code), false)
 			for run := range runs {
 				e := closeAfterAckOutcome(t, code)
-				if e.Code != code || e.Class != want || e.Reason != "scripted" || e.BeforeAck {
+				if e.Code != CloseCode(code) || e.Class != want || e.Reason != "scripted" || e.BeforeAck {
 					t.Fatalf("run %d: outcome %+v (%v), want %v close %d (scripted) after the ack", run, e, e, want, code)
 				}
 			}
@@ -147,8 +147,8 @@ func TestCloseFrameAfterFailedWriteInFakeTime(t *testing.T) {
 				} else if bo := st.backoffs(); len(bo) > 0 {
 					e = bo[0].Cause
 				}
-				if e == nil || e.Code != tc.code || e.Reason != tc.reason || e.Class != DefaultClass(tc.code, tc.beforeAck) || e.BeforeAck != tc.beforeAck {
-					t.Fatalf("outcome %+v, want close %d %q (%v), before the ack %v", e, tc.code, tc.reason, DefaultClass(tc.code, tc.beforeAck), tc.beforeAck)
+				if e == nil || e.Code != CloseCode(tc.code) || e.Reason != tc.reason || e.Class != DefaultClass(CloseCode(tc.code), tc.beforeAck) || e.BeforeAck != tc.beforeAck {
+					t.Fatalf("outcome %+v, want close %d %q (%v), before the ack %v", e, tc.code, tc.reason, DefaultClass(CloseCode(tc.code), tc.beforeAck), tc.beforeAck)
 				}
 			})
 		})

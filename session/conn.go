@@ -172,9 +172,9 @@ const (
 // Event is a lifecycle change of one operation.
 type Event struct {
 	Kind    EventKind
-	Code    int    // with Reconnecting: the close code, 0 when no socket opened
-	Reason  string // with Reconnecting: the close reason or failure
-	Attempt int    // with Reconnecting and Resubscribed
+	Code    CloseCode // with Reconnecting: the close code, 0 when no socket opened
+	Reason  string    // with Reconnecting: the close reason or failure
+	Attempt int       // with Reconnecting and Resubscribed
 }
 
 // Handler receives what happens to one operation. Calls for one operation
@@ -207,8 +207,8 @@ type Conn struct {
 	ops       map[string]*Operation // operations subscribed on link, by wire id
 	live      map[*Operation]struct{}
 	nextID    uint64
-	err       error // terminal outcome, once closed
-	closeCode int   // what Close sends upstream
+	err       error     // terminal outcome, once closed
+	closeCode CloseCode // what Close sends upstream
 }
 
 // Operation is one GraphQL operation on a Conn.
@@ -411,7 +411,7 @@ func (op *Operation) finish(err error) {
 // Close ends the connection: the upstream socket closes with code (1000 or
 // 1001 when the bridge shuts down) and every live operation ends with
 // outcome (ErrClosed when nil). It waits for the connection's goroutines.
-func (c *Conn) Close(code int, outcome error) {
+func (c *Conn) Close(code CloseCode, outcome error) {
 	if outcome == nil {
 		outcome = ErrClosed
 	}
@@ -810,7 +810,7 @@ func (c *Conn) dialError(resp *http.Response, err error) *Error {
 	var hne x509.HostnameError
 	if errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &hne) {
 		e.Class = ClassMisconfig
-		e.Code = 1015
+		e.Code = CodeTLSHandshake
 	}
 	return e
 }

@@ -128,11 +128,11 @@ func (l *link) outcome(err error, acked bool) *Error {
 	pol := l.c.cfg.Policy
 	var ce websocket.CloseError
 	if errors.As(err, &ce) {
-		code := int(ce.Code)
+		code := CloseCode(ce.Code)
 		return &Error{Class: pol.Classify(code, !acked), Code: code, Reason: ce.Reason, BeforeAck: !acked, Err: err}
 	}
 	if errors.Is(err, websocket.ErrMessageTooBig) {
-		return &Error{Class: pol.Classify(1009, !acked), Code: 1009,
+		return &Error{Class: pol.Classify(CodeMessageTooBig, !acked), Code: CodeMessageTooBig,
 			Reason: fmt.Sprintf("upstream sent a message over the %d-byte limit", l.c.cfg.MaxMessageBytes), BeforeAck: !acked, Err: err}
 	}
 	return &Error{Class: pol.Classify(CodeAbnormal, !acked), Code: CodeAbnormal, Reason: "connection lost: " + err.Error(), BeforeAck: !acked, Err: err}
@@ -141,7 +141,7 @@ func (l *link) outcome(err error, acked bool) *Error {
 // fail records why the session ends the socket and closes it: with a close
 // frame carrying code, or abruptly when code is 0 (then the failure is a
 // symptom: see outcome).
-func (l *link) fail(e *Error, code int, reason string) {
+func (l *link) fail(e *Error, code CloseCode, reason string) {
 	l.mu.Lock()
 	if l.failure != nil || l.ended {
 		l.mu.Unlock()
@@ -162,7 +162,7 @@ func (l *link) fail(e *Error, code int, reason string) {
 }
 
 // shutdown closes the socket because the owner closed the Conn.
-func (l *link) shutdown(code int) {
+func (l *link) shutdown(code CloseCode) {
 	l.mu.Lock()
 	if l.ended {
 		l.mu.Unlock()

@@ -336,7 +336,7 @@ func TestAckTimeoutInFakeTime(t *testing.T) {
 		if len(bo) != 1 || bo[0].at != ackTimeout || bo[0].Cause.Code != CodeAckTimeout || bo[0].Cause.Class != ClassTransient {
 			t.Fatalf("backoffs %+v, want one at %v for 4504", bo, ackTimeout)
 		}
-		if code := <-sawClose; code != CodeAckTimeout {
+		if code := <-sawClose; code != int(CodeAckTimeout) {
 			t.Fatalf("the upstream saw close %d, want 4504", code)
 		}
 		ready := st.of(StateReady)

@@ -59,13 +59,13 @@ func upstreams(cfg *config.Config) (map[string]*bridge.Upstream, error) {
 		if u.Token != nil {
 			rotate = u.Token.RotateBefore
 		}
-		overrides := map[int]session.Class{}
+		overrides := map[session.CloseCode]session.Class{}
 		for code, class := range u.CloseCodes {
-			c, err := session.ParseClass(class)
+			cc, c, err := session.ParseOverride(code, class)
 			if err != nil {
 				return nil, fmt.Errorf("upstream %s: close_codes: %w", name, err)
 			}
-			overrides[code] = c
+			overrides[cc] = c
 		}
 		policy := bridge.DropOldest
 		if u.Queue.Policy == "fail" {
@@ -183,7 +183,7 @@ func handshake(name string, u *config.Upstream, src credential.Source, fixed str
 		if src != nil {
 			req := credential.Request{Upstream: name, Refresh: a.Refresh, Expiring: a.Expiring}
 			if a.Cause != nil {
-				req.CloseCode = max(a.Cause.Code, a.Cause.HTTPStatus)
+				req.CloseCode = max(int(a.Cause.Code), a.Cause.HTTPStatus)
 				req.CloseReason = a.Cause.Reason
 			}
 			t, err := src.Token(ctx, req)
