@@ -166,7 +166,7 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 	for _, u := range snap.Upstreams {
 		uv := upstreamView{UpstreamSnapshot: u}
 		for _, c := range u.Connections {
-			if c.State == "ready" {
+			if c.State == ready {
 				uv.Ready++
 			}
 			uv.Connections = append(uv.Connections, connView{ConnSnapshot: c, SinceAgo: ago(now, c.Since), SinceAt: stamp(c.Since)})
@@ -200,15 +200,23 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 	w.Write(buf.Bytes())
 }
 
+// The snapshot carries connection states by their session.State names.
+var (
+	ready      = session.StateReady.String()
+	connecting = session.StateConnecting.String()
+	backoff    = session.StateBackoff.String()
+	closed     = session.StateClosed.String()
+)
+
 func stateRank(state string) int {
 	switch state {
-	case "ready":
+	case ready:
 		return 0
-	case "connecting":
+	case connecting:
 		return 1
-	case "backoff":
+	case backoff:
 		return 2
-	case "closed":
+	case closed:
 		return 3
 	}
 	return 4
@@ -216,11 +224,11 @@ func stateRank(state string) int {
 
 func stateClass(state string) string {
 	switch state {
-	case "ready":
+	case ready:
 		return "ok"
-	case "connecting", "backoff":
+	case connecting, backoff:
 		return "warn"
-	case "closed":
+	case closed:
 		return "bad"
 	}
 	return "muted"

@@ -169,6 +169,18 @@ const (
 	Resubscribed                      // started again on a new connection
 )
 
+func (k EventKind) String() string {
+	switch k {
+	case Subscribed:
+		return "subscribed"
+	case Reconnecting:
+		return "reconnecting"
+	case Resubscribed:
+		return "resubscribed"
+	}
+	return "EventKind(" + strconv.Itoa(int(k)) + ")"
+}
+
 // Event is a lifecycle change of one operation.
 type Event struct {
 	Kind    EventKind
