@@ -28,7 +28,7 @@ type Config struct {
 	// Handshake is called on every connection attempt for the upgrade
 	// headers and the connection_init payload: the place to fetch a
 	// credential, fresh when Attempt.Refresh is set. Optional.
-	Handshake func(ctx context.Context, a Attempt) (Handshake, error)
+	Handshake HandshakeFunc
 	// HTTPClient performs the upgrade (TLS settings live in its transport).
 	// Default http.DefaultClient.
 	HTTPClient *http.Client
@@ -81,6 +81,11 @@ type Handshake struct {
 	// rotates to a fresh one before then (see Config.RotateBefore).
 	Expiry time.Time
 }
+
+// HandshakeFunc prepares a connection attempt: it returns the upgrade
+// headers and the connection_init payload, with a credential fresh when
+// a.Refresh or a.Expiring is set.
+type HandshakeFunc func(ctx context.Context, a Attempt) (Handshake, error)
 
 // Attempt tells [Config.Handshake] about the attempt it prepares.
 type Attempt struct {
@@ -242,9 +247,10 @@ func (c *Conn) Len() int {
 	return len(c.live)
 }
 
-// Close ends the connection: the upstream socket closes with code (1000 or
-// 1001 when the bridge shuts down) and every live operation ends with
-// outcome (ErrClosed when nil). It waits for the connection's goroutines.
+// Close ends the connection: the upstream socket closes with code
+// (CodeNormal, or CodeGoingAway when the bridge shuts down) and every live
+// operation ends with outcome (ErrClosed when nil). It waits for the
+// connection's goroutines.
 func (c *Conn) Close(code CloseCode, outcome error) {
 	if outcome == nil {
 		outcome = ErrClosed

@@ -37,7 +37,7 @@ func (c *Conn) connect(ctx context.Context, a Attempt) (*link, Handshake, *Error
 	if e != nil {
 		return nil, hs, e
 	}
-	l.attempt = a.Number
+	l.number = a.Number
 	// A socket still handshaking is closed when ctx ends (Close, or the
 	// retirement of the socket a rotation started from).
 	stop := context.AfterFunc(ctx, func() { _ = l.ws.CloseNow() })

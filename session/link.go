@@ -16,11 +16,13 @@ import (
 // reader; every other goroutine it starts (keep-alive, closing, resubscribe
 // writes) is joined by finish.
 type link struct {
-	c       *Conn
-	ws      *websocket.Conn
-	proto   *protocol
-	attempt int
-	buf     readBuf
+	c     *Conn
+	ws    *websocket.Conn
+	proto *protocol
+	// number is the Attempt.Number of the connection attempt that opened
+	// the socket.
+	number int
+	buf    readBuf
 	// For the keep-alive: the current ping's nonce, and signals (buffer 1)
 	// of a pong echoing it and of any other pong.
 	nonce    atomic.Pointer[[]byte]

@@ -121,8 +121,8 @@ func (c *Conn) assignLocked(op *Operation, l *link, silent bool) []byte {
 		ev := Event{Kind: Subscribed}
 		if op.subscribed {
 			// The reconnect that succeeded, counted like Reconnecting's
-			// (l.attempt also counts the connection that was lost).
-			ev = Event{Kind: Resubscribed, Attempt: l.attempt - 1}
+			// (l.number also counts the connection that was lost).
+			ev = Event{Kind: Resubscribed, Attempt: l.number - 1}
 		}
 		op.subscribed = true
 		op.event(ev)

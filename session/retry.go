@@ -2,7 +2,7 @@ package session
 
 import "time"
 
-// run owns the connection: one attempt after another until the outcome is
+// run owns the connection: one runOnce after another until the outcome is
 // terminal or the owner closes the Conn.
 func (c *Conn) run() {
 	defer close(c.done)
@@ -14,8 +14,8 @@ func (c *Conn) run() {
 		nudged  bool   // RetryNow already cut a wait short in this outage
 	)
 	for {
-		c.setState(StateChange{State: StateConnecting, Attempt: c.retrier.attempt + 1})
-		uptime, served, e := c.attempt(Attempt{Number: c.retrier.attempt + 1, Refresh: refresh, Cause: cause})
+		c.setState(StateChange{State: StateConnecting, Attempt: c.retrier.failures + 1})
+		uptime, served, e := c.runOnce(Attempt{Number: c.retrier.failures + 1, Refresh: refresh, Cause: cause})
 		tries++
 		if c.closing() {
 			c.terminate(nil)
@@ -65,11 +65,11 @@ func (c *Conn) run() {
 		c.mu.Lock()
 		c.state = StateBackoff
 		for op := range c.live {
-			op.event(Event{Kind: Reconnecting, Code: e.Code, Reason: e.Reason, Attempt: c.retrier.attempt})
+			op.event(Event{Kind: Reconnecting, Code: e.Code, Reason: e.Reason, Attempt: c.retrier.failures})
 		}
 		c.mu.Unlock()
 		if c.cfg.OnState != nil {
-			c.cfg.OnState(StateChange{State: StateBackoff, Attempt: c.retrier.attempt, Cause: e, Delay: delay})
+			c.cfg.OnState(StateChange{State: StateBackoff, Attempt: c.retrier.failures, Cause: e, Delay: delay})
 		}
 		ok, cut := c.wait(delay, nudged || e.RetryAfter > 0)
 		if !ok {
@@ -157,12 +157,12 @@ func (c *Conn) terminate(e *Error) {
 	}
 }
 
-// attempt makes one connection and serves it until it ends. It returns how
-// long the connection was acknowledged, whether results arrived on the
-// socket that ended it (the upstream served operations with its
-// credential), and why it ended. A credential rotation hands the operations
-// to a successor socket without ending the attempt.
-func (c *Conn) attempt(a Attempt) (time.Duration, bool, *Error) {
+// runOnce makes one connection attempt and serves the connection until it
+// ends. It returns how long the connection was acknowledged, whether results
+// arrived on the socket that ended it (the upstream served operations with
+// its credential), and why it ended. A credential rotation hands the
+// operations to a successor socket without ending the connection.
+func (c *Conn) runOnce(a Attempt) (time.Duration, bool, *Error) {
 	start := time.Now()
 	l, hs, e := c.connect(c.ctx, a)
 	if e != nil {

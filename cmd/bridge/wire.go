@@ -48,9 +48,9 @@ func upstreams(cfg *config.Config) (map[string]*bridge.Upstream, error) {
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
-		var handshakeFor func(string) func(context.Context, session.Attempt) (session.Handshake, error)
+		var handshakeFor func(string) session.HandshakeFunc
 		if u.Token != nil && u.Token.Forward != "" {
-			handshakeFor = func(identity string) func(context.Context, session.Attempt) (session.Handshake, error) {
+			handshakeFor = func(identity string) session.HandshakeFunc {
 				f, _ := handshake(name, u, nil, identity)
 				return f
 			}
@@ -158,7 +158,7 @@ func tokenSource(name string, t *config.Token) (credential.Source, error) {
 // fetched on every attempt (fresh after a rejection or before expiry) and
 // substituted into the connection_init payload and the upgrade headers.
 // fixed, when not empty, is a forwarded caller credential used instead.
-func handshake(name string, u *config.Upstream, src credential.Source, fixed string) (func(context.Context, session.Attempt) (session.Handshake, error), error) {
+func handshake(name string, u *config.Upstream, src credential.Source, fixed string) (session.HandshakeFunc, error) {
 	var params []byte
 	if u.ConnectionParams != nil {
 		b, err := json.Marshal(u.ConnectionParams)
