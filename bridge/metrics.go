@@ -8,7 +8,7 @@ import (
 	"github.com/gqlbridge/gqlbridge/session"
 )
 
-// Metrics are the bridge's Prometheus metrics (DESIGN.md §6). Labels carry
+// Metrics are the bridge's Prometheus metrics (docs/deploy.md lists them). Labels carry
 // upstream names, states, close codes and reasons from a fixed set: never a
 // credential or a caller-supplied value. A nil *Metrics records nothing.
 type Metrics struct {

@@ -18,9 +18,10 @@ import (
 	"github.com/gqlbridge/gqlbridge/session"
 )
 
-// TestStatusTable checks bridge.Status against every row of DESIGN.md §4
-// (and docs/status.md): the code, the ErrorInfo reason and metadata, and
-// RetryInfo exactly where retrying makes sense.
+// TestStatusTable checks bridge.Status against the outcome policy
+// (session/closecodes.go, docs/design.md §5) and docs/status.md: the code,
+// the ErrorInfo reason and metadata, and RetryInfo exactly where retrying
+// makes sense.
 func TestStatusTable(t *testing.T) {
 	t.Parallel()
 	const up = "orders"
@@ -40,7 +41,7 @@ func TestStatusTable(t *testing.T) {
 	// that the session classifies the code as the design's table does.
 	closed := func(code session.CloseCode, beforeAck bool, class session.Class, reason string) *session.Error {
 		if got := session.DefaultClass(code, beforeAck); got != class {
-			t.Errorf("session.DefaultClass(%d, beforeAck=%v) = %v, DESIGN.md §4 says %v", code, beforeAck, got, class)
+			t.Errorf("session.DefaultClass(%d, beforeAck=%v) = %v, the policy says %v", code, beforeAck, got, class)
 		}
 		e := &session.Error{Class: class, Code: code, Reason: reason, BeforeAck: beforeAck}
 		if class == session.ClassTransient {

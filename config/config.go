@@ -1,5 +1,5 @@
 // Package config loads and validates the bridge's YAML configuration
-// (DESIGN.md §3). Every error names the key and its line and says what is
+// (docs/config.md lists every key). Every error names the key and its line and says what is
 // allowed. Errors never quote token values; they may quote other values
 // (a misspelt subprotocol, say), including ones substituted from ${VAR}.
 package config

@@ -19,7 +19,8 @@ import (
 
 // The hostile upstream corpus: a scripted server plays one misbehaviour on
 // its first connection and behaves on later ones; each case states what the
-// operation must experience, per DESIGN.md §4.
+// operation must experience, per the outcome policy (closecodes.go,
+// docs/design.md §5).
 
 type expectKind int
 

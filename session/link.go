@@ -68,7 +68,7 @@ func newLink(c *Conn, ws *websocket.Conn, p *protocol) *link {
 // the session close the socket with 4400; read then drains the socket and
 // returns its end.
 func (l *link) read() (envelope, error) {
-	typ, r, err := l.ws.Reader(context.Background()) // never cancelled: see REFERENCE.md §5
+	typ, r, err := l.ws.Reader(context.Background()) // never cancelled: see docs/protocols.md §5
 	if err != nil {
 		return envelope{}, err
 	}

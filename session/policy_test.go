@@ -16,11 +16,11 @@ import (
 	"github.com/gqlbridge/gqlbridge/internal/scripted"
 )
 
-// The tests in this file prove DESIGN.md §4, the outcome policy, one row at
-// a time, against the scripted server: for every code or event of a row the
-// server produces it on command and the test asserts what the operations
-// hear, what the credential callback is asked, and how many connections the
-// session makes.
+// The tests in this file prove the outcome policy (closecodes.go,
+// docs/design.md §5) one row at a time, against the scripted server: for
+// every code or event of a row the server produces it on command and the
+// test asserts what the operations hear, what the credential callback is
+// asked, and how many connections the session makes.
 
 // TestDefaultClass checks the default table over every close code a peer can
 // name (1000-4999), before and after the ack.
