@@ -9,7 +9,7 @@ import (
 	"github.com/gqlbridge/gqlbridge/session"
 )
 
-// Metrics are the bridge's Prometheus metrics (DESIGN.md §6). Labels carry
+// Metrics are the bridge's Prometheus metrics (docs/deploy.md lists them). Labels carry
 // upstream names, states, close codes and reasons from a fixed set: never a
 // credential or a caller-supplied value. A nil *Metrics records nothing.
 type Metrics struct {
@@ -134,7 +134,7 @@ func (m *Metrics) connState(upstream string, sc session.StateChange) {
 	case session.StateReady:
 		m.ackLatency.WithLabelValues(upstream).Observe(sc.AckLatency.Seconds())
 	case session.StateBackoff:
-		m.reconnects.WithLabelValues(upstream, strconv.Itoa(sc.Cause.Code), sc.Cause.Class.String()).Inc()
+		m.reconnects.WithLabelValues(upstream, strconv.Itoa(int(sc.Cause.Code)), sc.Cause.Class.String()).Inc()
 		if sc.Cause.Class == session.ClassAuth {
 			m.subscribeReqs.WithLabelValues(upstream).Inc()
 		}

@@ -222,8 +222,9 @@ func (p *upstreamPool) closeIdle(pc *pooledConn) {
 	pc.c.Close(session.CodeNormal, nil)
 }
 
-// close shuts every connection with code (1001 when the bridge stops).
-func (p *upstreamPool) close(code int) {
+// close shuts every connection with code (CodeGoingAway when the bridge
+// stops).
+func (p *upstreamPool) close(code session.CloseCode) {
 	p.mu.Lock()
 	p.shutdown = true
 	var all []*pooledConn
@@ -295,7 +296,7 @@ func (p *upstreamPool) record(pc *pooledConn, sc session.StateChange) {
 		return
 	}
 	if c := sc.Cause; c != nil {
-		ev.Code, ev.Reason, ev.Class, ev.HTTPStatus = c.Code, c.Reason, c.Class.String(), c.HTTPStatus
+		ev.Code, ev.Reason, ev.Class, ev.HTTPStatus = int(c.Code), c.Reason, c.Class.String(), c.HTTPStatus
 	}
 	ev.Attempt = sc.Attempt
 	if len(p.events) == maxEvents {

@@ -27,7 +27,7 @@ type Upstream struct {
 	Session session.Config
 	// HandshakeFor, when set, gives each credential identity its own
 	// handshake (forwarded credentials); it overrides Session.Handshake.
-	HandshakeFor func(identity string) func(context.Context, session.Attempt) (session.Handshake, error)
+	HandshakeFor func(identity string) session.HandshakeFunc
 	// MaxOpsPerConn caps operations per connection; another connection
 	// opens when all are full. Default 1000.
 	MaxOpsPerConn int

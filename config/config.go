@@ -1,5 +1,5 @@
 // Package config loads and validates the bridge's YAML configuration
-// (DESIGN.md §3). Every error names the key and its line and says what is
+// (docs/config.md lists every key). Every error names the key and its line and says what is
 // allowed. Errors never quote token values; they may quote other values
 // (a misspelt subprotocol, say), including ones substituted from ${VAR}.
 package config
@@ -132,8 +132,9 @@ type Upstream struct {
 	KeepAliveTimeout time.Duration `yaml:"keep_alive_timeout"` // default 10s
 	MaxMessageBytes  int64         `yaml:"max_message_bytes"`  // default 16 MiB
 	Retry            Retry         `yaml:"retry"`
-	// CloseCodes overrides the outcome class of close codes:
-	// transient, auth, misconfiguration or bridge_fault.
+	// CloseCodes overrides the outcome class of close codes (1000-4999):
+	// transient, auth, misconfiguration or bridge_fault. The default classes
+	// are the table in session/closecodes.go.
 	CloseCodes map[int]string `yaml:"close_codes"`
 
 	// MaxOperationsPerConnection opens another connection when reached. Default 1000.
@@ -329,8 +330,6 @@ func (c *Config) errorf(path []string, format string, args ...any) error {
 
 var knownSubprotocols = []string{"graphql-transport-ws", "graphql-ws"}
 
-var classNames = []string{"transient", "auth", "misconfiguration", "bridge_fault"}
-
 func (c *Config) validate() error {
 	s := &c.Server
 	if s.GRPCAddress == "" {
@@ -444,12 +443,8 @@ func (c *Config) validate() error {
 			return err
 		}
 		for _, code := range slices.Sorted(maps.Keys(u.CloseCodes)) {
-			class := u.CloseCodes[code]
-			if code < 1000 || code > 4999 {
-				return c.errorf(p("close_codes", strconv.Itoa(code)), "%d is not a WebSocket close code (allowed: 1000-4999)", code)
-			}
-			if !slices.Contains(classNames, class) {
-				return c.errorf(p("close_codes", strconv.Itoa(code)), "unknown class %q (allowed: %s)", class, strings.Join(classNames, ", "))
+			if _, _, err := session.ParseOverride(code, u.CloseCodes[code]); err != nil {
+				return c.errorf(p("close_codes", strconv.Itoa(code)), "%v", err)
 			}
 		}
 		switch u.Queue.Policy {
@@ -635,9 +630,6 @@ func (c *Config) Names() []string {
 	slices.Sort(names)
 	return names
 }
-
-// ClassOverrides returns close_codes as code → class name.
-func (u *Upstream) ClassOverrides() map[int]string { return u.CloseCodes }
 
 // String describes a token source without its secret.
 func (t *Token) String() string {
