@@ -75,7 +75,9 @@ func TestSubscribePrintsBatchesAsLines(t *testing.T) {
 		b.Nexts = append(b.Nexts, n)
 	}
 	addr := serveScripted(t, &scriptedService{calls: []func(grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error{
-		func(stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error { return sendAll(stream, nexts...) },
+		func(stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error {
+			return sendAll(stream, nexts...)
+		},
 		func(stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error {
 			return sendAll(stream, &bridgev1.SubscribeResponse{Event: &bridgev1.SubscribeResponse_Batch{Batch: b}})
 		},
