@@ -105,6 +105,8 @@ type Result struct {
 	// Stream counts the streams of this subscription from 1; it grows by
 	// one with every resubscribe, and Sequence starts again at 1.
 	Stream int
+	// Peer is the address of the replica that serves the stream.
+	Peer string
 }
 
 // Retrying describes a stream that ended with a retryable status.
@@ -261,12 +263,12 @@ func (c *Client) stream(ctx context.Context, req *bridgev1.SubscribeRequest, h H
 		switch ev := resp.Event.(type) {
 		case *bridgev1.SubscribeResponse_Next:
 			if h.OnResult != nil {
-				h.OnResult(Result{Data: ev.Next.GetResult(), Sequence: ev.Next.GetSequence(), Stream: n})
+				h.OnResult(Result{Data: ev.Next.GetResult(), Sequence: ev.Next.GetSequence(), Stream: n, Peer: peerAddr})
 			}
 		case *bridgev1.SubscribeResponse_Batch:
 			if h.OnResult != nil {
 				for _, r := range ev.Batch.GetNexts() {
-					h.OnResult(Result{Data: r.GetResult(), Sequence: r.GetSequence(), Stream: n})
+					h.OnResult(Result{Data: r.GetResult(), Sequence: r.GetSequence(), Stream: n, Peer: peerAddr})
 				}
 			}
 		case *bridgev1.SubscribeResponse_Lifecycle:
