@@ -303,4 +303,6 @@ func percentiles(ds []time.Duration) (p50, p99, maxD time.Duration) {
 	return at(0.50), at(0.99), s[len(s)-1]
 }
 
-func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 0, 64) + "ms" }
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 0, 64) + "ms"
+}
