@@ -76,7 +76,7 @@ for (let k = 0; k < count; k++) {
     }),
     onResubscribed: (r) => print({ sub: k, resubscribed: r }),
   }));
-  subs[k].done.then((end) => print({ sub: k, end: { ...end, reason: end.errorInfo?.reason ?? null, errorInfo: undefined } }));
+  subs[k].done.then(({ errorInfo, retryInfo, ...end }) => print({ sub: k, end: errorInfo ? { ...end, reason: errorInfo.reason } : end }));
 }
 
 process.stdin.on('end', async () => {

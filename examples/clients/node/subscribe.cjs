@@ -55,7 +55,8 @@ const sub = subscribe(client, {
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => sub.cancel());
 
 sub.done.then((end) => {
-  print({ end: { ...end, reason: end.errorInfo?.reason ?? null, errorInfo: undefined } });
+  const { errorInfo, retryInfo, ...rest } = end;
+  print({ end: errorInfo ? { ...rest, reason: errorInfo.reason } : rest });
   client.close();
   process.exitCode = end.ok || end.cancelled ? 0 : 1;
 });
