@@ -117,6 +117,7 @@ func batch(seqs ...uint64) *bridgev1.SubscribeResponse {
 
 // recorder writes a handler's events as lines.
 type recorder struct {
+	peers   []string // of the results
 	lines   []string
 	retries []Retrying
 	resubs  []Resubscribed
@@ -125,6 +126,7 @@ type recorder struct {
 func (r *recorder) handler() Handler {
 	return Handler{
 		OnResult: func(res Result) {
+			r.peers = append(r.peers, res.Peer)
 			r.lines = append(r.lines, fmt.Sprintf("result stream=%d seq=%d %s", res.Stream, res.Sequence, res.Data))
 		},
 		OnLifecycle: func(l *bridgev1.Lifecycle) { r.lines = append(r.lines, "lifecycle "+l.GetState().String()) },
@@ -202,6 +204,11 @@ func TestSubscribeResubscribes(t *testing.T) {
 	}
 	if p := r.resubs[0].Peer; p == "" {
 		t.Errorf("the resubscribed stream has no peer")
+	}
+	for i, p := range r.peers {
+		if !strings.HasPrefix(p, "127.0.0.1:") {
+			t.Errorf("result %d came from peer %q, want the server's address", i+1, p)
+		}
 	}
 	for i, req := range s.reqs {
 		if req.GetMaxBatch() != 16 || req.GetQuery() != "subscription { n }" {
