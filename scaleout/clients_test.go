@@ -2,19 +2,29 @@ package scaleout
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+
+	"github.com/gqlbridge/gqlbridge/client"
+	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 	"github.com/gqlbridge/gqlbridge/internal/demoupstream"
 	"github.com/gqlbridge/gqlbridge/internal/testpeer"
 )
@@ -300,4 +310,155 @@ func pythonWithGRPC(t *testing.T) string {
 	}
 	t.Fatalf("no python3 (of %v) imports grpc and google.protobuf: run make python-grpc (apt-get install python3-grpcio python3-protobuf)", candidates)
 	return ""
+}
+
+// TestDrainingReplicaLeavesRotation: from SIGTERM on, a replica answers
+// /readyz with 503 and its health service NOT_SERVING while its open
+// streams go on; a Go caller with client.DialOptions (client-side health
+// checking) then sends new subscriptions to the other replica only, with no
+// BRIDGE_DRAINING refusal; and the draining replica exits as soon as its
+// last stream ends, long before its drain_grace.
+func TestDrainingReplicaLeavesRotation(t *testing.T) {
+	demo, err := demoupstream.Start(demoupstream.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { demo.Close() })
+	ips := loopbackIPs(2)
+	draining := startReplicaGrace(t, ips[0], "", demo.URL(), "draining", time.Hour)
+	healthy := startReplica(t, ips[1], "", demo.URL(), "healthy")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	conn := dialReplicas(ctx, t, []string{draining.addr, healthy.addr})
+	c := client.New(conn)
+	query := &bridgev1.SubscribeRequest{Upstream: "up", Query: `subscription { ticker(count: 0, intervalMs: 50) { n } }`}
+
+	// Subscribe until one stream runs on the replica to drain.
+	type stream struct {
+		cancel  context.CancelFunc
+		results chan client.Result
+		retries chan client.Retrying
+		done    chan error
+	}
+	open := func() *stream {
+		sctx, scancel := context.WithCancel(ctx)
+		s := &stream{cancel: scancel, results: make(chan client.Result, 1000), retries: make(chan client.Retrying, 100), done: make(chan error, 1)}
+		go func() {
+			// Never block the receiving goroutine: keep what fits.
+			s.done <- c.Subscribe(sctx, query, client.Handler{
+				OnResult: func(r client.Result) {
+					select {
+					case s.results <- r:
+					default:
+					}
+				},
+				OnRetry: func(r client.Retrying) {
+					select {
+					case s.retries <- r:
+					default:
+					}
+				},
+			})
+		}()
+		return s
+	}
+	var streams []*stream
+	defer func() {
+		for _, s := range streams {
+			s.cancel()
+			<-s.done
+		}
+	}()
+	var onDraining *stream
+	for onDraining == nil {
+		s := open()
+		streams = append(streams, s)
+		select {
+		case r := <-s.results:
+			if r.Peer == draining.addr {
+				onDraining = s
+			}
+		case <-ctx.Done():
+			t.Fatal("no stream reached a replica")
+		}
+	}
+
+	sent := time.Now()
+	draining.sigterm(t)
+	hc := &http.Client{Timeout: time.Second}
+	dconn, err := grpc.NewClient(draining.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dconn.Close()
+	for {
+		code := 0
+		if resp, err := hc.Get("http://" + draining.admin + "/readyz"); err == nil {
+			resp.Body.Close()
+			code = resp.StatusCode
+		}
+		h, err := healthpb.NewHealthClient(dconn).Check(ctx, &healthpb.HealthCheckRequest{Service: bridgev1.SubscriptionService_ServiceDesc.ServiceName})
+		if code == http.StatusServiceUnavailable && err == nil && h.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("after SIGTERM: /readyz %d, health %v %v", code, h.GetStatus(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The open stream goes on.
+	for range 3 {
+		select {
+		case r := <-onDraining.results:
+			if r.Peer != draining.addr {
+				t.Fatalf("a result from %s, want the draining replica", r.Peer)
+			}
+		case r := <-onDraining.retries:
+			t.Fatalf("the draining replica's stream ended within its grace: %v", r.Status)
+		case <-ctx.Done():
+			t.Fatal("no result from the draining replica's stream")
+		}
+	}
+	// Round robin alternates between the replicas it picks from: two
+	// health checks in a row answered by the healthy one mean the
+	// caller's picker has left the draining one out.
+	hcl := healthpb.NewHealthClient(conn)
+	for inARow := 0; inARow < 2; {
+		var p peer.Peer
+		if _, err := hcl.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+			t.Fatal(err)
+		}
+		if p.Addr != nil && p.Addr.String() == healthy.addr {
+			inARow++
+		} else {
+			inARow = 0
+		}
+	}
+	for range 10 {
+		s := open()
+		streams = append(streams, s)
+		select {
+		case r := <-s.results:
+			if r.Peer != healthy.addr {
+				t.Fatalf("a new subscription went to %s, want the healthy replica %s", r.Peer, healthy.addr)
+			}
+		case r := <-s.retries:
+			t.Fatalf("a new subscription was refused: %v", r.Status)
+		case <-ctx.Done():
+			t.Fatal("a new subscription got no result")
+		}
+	}
+	// The last stream on the draining replica ends: it exits at once.
+	onDraining.cancel()
+	if err := <-onDraining.done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the draining replica's stream ended with %v", err)
+	}
+	streams = slices.DeleteFunc(streams, func(s *stream) bool { return s == onDraining })
+	for _, s := range streams { // the ones that landed on the healthy replica at first
+		s.cancel()
+		<-s.done
+	}
+	streams = nil
+	took := draining.wait(t, sent)
+	t.Logf("SIGTERM to exit with drain_grace 1h, the last stream cancelled after the checks: %s", ms(took))
 }

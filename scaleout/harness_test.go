@@ -122,9 +122,15 @@ func freePort(t *testing.T, ip string) string {
 }
 
 // startReplica runs `bridge serve` on addr (a free port on ip when addr is
-// "") in front of upstreamURL and returns once its /readyz answers 200.
-// The process is killed in t.Cleanup if still running.
+// "") in front of upstreamURL, with drainGrace, and returns once its
+// /readyz answers 200. The process is killed in t.Cleanup if still running.
 func startReplica(t *testing.T, ip, addr, upstreamURL, tag string) *replica {
+	t.Helper()
+	return startReplicaGrace(t, ip, addr, upstreamURL, tag, drainGrace)
+}
+
+// startReplicaGrace is startReplica with another server.drain_grace.
+func startReplicaGrace(t *testing.T, ip, addr, upstreamURL, tag string, grace time.Duration) *replica {
 	t.Helper()
 	if addr == "" {
 		addr = freePort(t, ip)
@@ -140,7 +146,7 @@ upstreams:
     subprotocols: [graphql-transport-ws]
     connection_params:
       replica: %q
-`, r.addr, r.admin, drainGrace, upstreamURL, tag)
+`, r.addr, r.admin, grace, upstreamURL, tag)
 	path := filepath.Join(t.TempDir(), "bridge.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -194,9 +200,20 @@ func (r *replica) waitReady(t *testing.T) {
 func (r *replica) terminate(t *testing.T) time.Duration {
 	t.Helper()
 	start := time.Now()
+	r.sigterm(t)
+	return r.wait(t, start)
+}
+
+func (r *replica) sigterm(t *testing.T) {
+	t.Helper()
 	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// wait waits for the process to exit 0 and returns the time since start.
+func (r *replica) wait(t *testing.T, start time.Time) time.Duration {
+	t.Helper()
 	select {
 	case <-r.done:
 	case <-time.After(60 * time.Second):
