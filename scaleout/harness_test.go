@@ -40,7 +40,9 @@ var (
 	buildErr  error
 )
 
-// bridgeBinary builds ./cmd/bridge into buildDir on first use.
+// bridgeBinary builds ./cmd/bridge into buildDir on first use, with the
+// race detector when the test runs with it: a bridge process that races
+// then reports it and exits 66, which fails the test.
 func bridgeBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -50,7 +52,11 @@ func bridgeBinary(t *testing.T) string {
 			return
 		}
 		bin := filepath.Join(buildDir, "bridge")
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/bridge")
+		args := []string{"build", "-o", bin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/bridge")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/bridge: %v\n%s", err, out)
