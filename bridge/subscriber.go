@@ -21,6 +21,7 @@ const (
 // subscribers of a fan-out) or a lifecycle change.
 type item struct {
 	payload []byte
+	cursor  []byte // the result's cursor (resume.go); nil without resume
 	seq     uint64
 	ev      *bridgev1.Lifecycle
 }
@@ -53,8 +54,9 @@ func (s *subscriber) wake() {
 	}
 }
 
-// pushNext queues a result. payload must not be modified afterwards.
-func (s *subscriber) pushNext(payload []byte) {
+// pushNext queues a result and its cursor (nil without resume). Neither
+// may be modified afterwards.
+func (s *subscriber) pushNext(payload, cursor []byte) {
 	s.mu.Lock()
 	if s.done {
 		s.mu.Unlock()
@@ -70,7 +72,7 @@ func (s *subscriber) pushNext(payload []byte) {
 		}
 		s.dropOldestLocked()
 	}
-	s.appendLocked(item{payload: payload, seq: s.seq})
+	s.appendLocked(item{payload: payload, cursor: cursor, seq: s.seq})
 	s.results++
 	s.mu.Unlock()
 	s.wake()

@@ -18,7 +18,7 @@ func TestSubscriberQueueBounded(t *testing.T) {
 	s := newSubscriber(size, DropOldest, func() { drops++ })
 	s.pushEvent(&bridgev1.Lifecycle{State: bridgev1.Lifecycle_STATE_SUBSCRIBED})
 	for i := 1; i <= pushed; i++ {
-		s.pushNext([]byte(fmt.Sprint(i)))
+		s.pushNext([]byte(fmt.Sprint(i)), nil)
 		if i == pushed/2 {
 			s.pushEvent(&bridgev1.Lifecycle{State: bridgev1.Lifecycle_STATE_RECONNECTING})
 		}
@@ -56,13 +56,13 @@ func TestSubscriberFailPolicy(t *testing.T) {
 	t.Parallel()
 	s := newSubscriber(4, Fail, nil)
 	for i := range 4 {
-		s.pushNext([]byte{byte(i)})
+		s.pushNext([]byte{byte(i)}, nil)
 	}
 	if items, done, err := s.take(nil); done || err != nil || len(items) != 4 {
 		t.Fatalf("take: %d items, done %v, %v", len(items), done, err)
 	}
 	for i := range 5 {
-		s.pushNext([]byte{byte(i)})
+		s.pushNext([]byte{byte(i)}, nil)
 	}
 	s.finish(nil) // a later outcome does not replace the failure
 	if items, done, err := s.take(nil); !done || err != ErrSlowConsumer || len(items) != 0 {
