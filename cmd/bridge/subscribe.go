@@ -29,6 +29,8 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	vars := fs.String("variables", "", "variables as a JSON object")
 	opName := fs.String("operation-name", "", "operation to run when the document has several")
 	maxBatch := fs.Uint("max-batch", 0, "ask for results in batches of up to `N` (SubscribeRequest.max_batch); each result is still printed as its own line")
+	resumeVar := fs.String("resume-variable", "", "with --resume-pointer: the operation's `variable` that carries the cursor (SubscribeRequest.resume); the last result's cursor is printed when the stream ends")
+	resumePtr := fs.String("resume-pointer", "", "with --resume-variable: JSON `pointer` to the cursor in each result, e.g. /data/events/id")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: bridge subscribe --upstream NAME [flags] QUERY\n\nPrints each result as one JSON line on stdout; lifecycle on stderr.\nExit code: the gRPC status code (0 = completed).\n\nFlags:")
 		fs.PrintDefaults()
@@ -48,6 +50,13 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 2
 	}
 	req := &bridgev1.SubscribeRequest{Upstream: *upstream, Query: fs.Arg(0), OperationName: *opName, MaxBatch: uint32(*maxBatch)}
+	if (*resumeVar == "") != (*resumePtr == "") {
+		fmt.Fprintln(stderr, "bridge: --resume-variable and --resume-pointer go together")
+		return 2
+	}
+	if *resumeVar != "" {
+		req.Resume = &bridgev1.Resume{CursorVariable: *resumeVar, CursorPointer: *resumePtr}
+	}
 	if *vars != "" {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(*vars), &m); err != nil {
@@ -68,6 +77,7 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	defer conn.Close()
 	stream, err := bridgev1.NewSubscriptionServiceClient(conn).Subscribe(ctx, req)
+	var cursor []byte // of the last result, with --resume-variable
 	if err == nil {
 		for {
 			var resp *bridgev1.SubscribeResponse
@@ -76,7 +86,13 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				break
 			}
 			printEvent(resp, stdout, stderr)
+			if c := lastCursor(resp); c != nil {
+				cursor = c
+			}
 		}
+	}
+	if cursor != nil {
+		fmt.Fprintf(stderr, "last cursor: %s (continue after it with --variables setting %s to it)\n", cursor, *resumeVar)
 	}
 	if errors.Is(err, io.EOF) {
 		fmt.Fprintln(stderr, "completed")
@@ -90,6 +106,17 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 	}
 	return int(st.Code())
+}
+
+// lastCursor is the cursor of the last result resp carries, or nil.
+func lastCursor(resp *bridgev1.SubscribeResponse) []byte {
+	if n := resp.GetNext(); n != nil {
+		return n.GetCursor()
+	}
+	if ns := resp.GetBatch().GetNexts(); len(ns) > 0 {
+		return ns[len(ns)-1].GetCursor()
+	}
+	return nil
 }
 
 // printEvent writes a result as one line on stdout, each result of a batch
@@ -113,6 +140,9 @@ func printEvent(resp *bridgev1.SubscribeResponse, stdout, stderr io.Writer) {
 		}
 		if l.Attempt != 0 {
 			line += fmt.Sprintf(" attempt=%d", l.Attempt)
+		}
+		if l.Gapless {
+			line += " gapless"
 		}
 		fmt.Fprintln(stderr, "lifecycle:", line)
 	}
