@@ -109,6 +109,10 @@ func outcomeFor(s *subscriber, err error) error {
 	return &RequestError{Code: codes.InvalidArgument, Reason: ReasonInvalidRequest, Msg: msg}
 }
 
+// maxPointerBytes bounds resume.cursor_pointer: every result is scanned for
+// it, so its length bounds the work per result.
+const maxPointerBytes = 1024
+
 // resumeOf checks req.resume and returns what the session needs, or nil
 // when the request has none.
 func resumeOf(req *bridgev1.SubscribeRequest) (*session.Resume, error) {
@@ -124,6 +128,9 @@ func resumeOf(req *bridgev1.SubscribeRequest) (*session.Resume, error) {
 		return nil, invalid("resume.cursor_variable %q: give the name without the \"$\" (%q)", truncateString(name, 64), truncateString(name[1:], 64))
 	case !graphqlName(name) || len(name) > 256:
 		return nil, invalid("resume.cursor_variable %q is not a GraphQL name (up to 256 letters, digits and _, not starting with a digit)", truncateString(name, 64))
+	}
+	if n := len(r.GetCursorPointer()); n > maxPointerBytes {
+		return nil, invalid("resume.cursor_pointer is %d bytes; the limit is %d", n, maxPointerBytes)
 	}
 	ptr, err := session.ParsePointer(r.GetCursorPointer())
 	if err != nil {

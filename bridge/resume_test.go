@@ -84,6 +84,7 @@ func TestResumeRequestChecks(t *testing.T) {
 		{"no pointer", "after", "", eventsQuery, "", "resume.cursor_pointer: empty JSON pointer"},
 		{"relative pointer", "after", "data/events/id", eventsQuery, "", `resume.cursor_pointer: JSON pointer "data/events/id" must start with "/"`},
 		{"bad escape", "after", "/data/a~2", eventsQuery, "", `resume.cursor_pointer: JSON pointer "/data/a~2": segment "a~2" has a "~" that is not "~0"`},
+		{"long pointer", "after", "/data" + strings.Repeat("/-", 600), eventsQuery, "", "resume.cursor_pointer is 1205 bytes; the limit is 1024"},
 		{"undeclared", "after", "/data/events/id", `subscription { events(after: 3) { id } }`, "",
 			`resume.cursor_variable "after" is not a variable of the operation, which declares no variables: declare it`},
 		{"other variables", "after", "/data/events/id", `subscription ($since: Int, $n: Int) { events(after: $since) { id } }`, "",

@@ -238,7 +238,8 @@ type Resume struct {
 	// "/data/events/id". One extension: the segment "-" names the last
 	// element of an array, as in "/data/events_stream/-/created_at" for
 	// subscriptions whose results are lists of rows. The value found (any
-	// JSON but null) is the cursor, passed back to the upstream as is.
+	// JSON but null) is the cursor, passed back to the upstream as is. At
+	// most 1024 bytes.
 	CursorPointer string `protobuf:"bytes,2,opt,name=cursor_pointer,json=cursorPointer,proto3" json:"cursor_pointer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
