@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gqlbridge/gqlbridge/internal/demoupstream"
+	"github.com/gqlbridge/gqlbridge/internal/scripted"
 	"github.com/gqlbridge/gqlbridge/internal/testpeer"
 )
 
@@ -480,5 +481,82 @@ func TestResumeSubscribePayload(t *testing.T) {
 	req.Resume = &Resume{Variable: "after"}
 	if err := (&Operation{}).resumeFrom(req); err == nil {
 		t.Fatal("a Resume without a pointer was accepted")
+	}
+}
+
+// TestResumeRotationScripted: a rotation subscribes the operation on the
+// new socket with the cursor of the last result delivered (after: 2), and a
+// result the old socket sends after the move (3, which the new subscription
+// replays) is not delivered from there: the handler sees 1, 2, 3, 4 once
+// each.
+func TestResumeRotationScripted(t *testing.T) {
+	t.Parallel()
+	var (
+		moved   = make(chan struct{}) // the new socket got its subscribe
+		oldSent = make(chan struct{}) // the old socket sent its late result
+		payload = make(chan string, 1)
+	)
+	event := func(id int) string { return fmt.Sprintf(`{"data":{"events":{"id":%d}}}`, id) }
+	srv := scripted.Start(t, tws, func(p *scripted.Peer) {
+		if _, ok := p.Handshake(); !ok {
+			return
+		}
+		sub, ok := p.Expect(msgSubscribe)
+		if !ok {
+			return
+		}
+		switch p.N {
+		case 1:
+			p.SendMsg(msgNext, sub.ID, event(1))
+			p.SendMsg(msgNext, sub.ID, event(2))
+			select {
+			case <-moved:
+			case <-p.Context().Done():
+				return
+			}
+			p.SendMsg(msgNext, sub.ID, event(3)) // too late: the operation moved
+			close(oldSent)
+		case 2:
+			payload <- string(sub.Payload)
+			close(moved)
+			select {
+			case <-oldSent:
+			case <-p.Context().Done():
+				return
+			}
+			p.SendMsg(msgNext, sub.ID, event(3))
+			p.SendMsg(msgNext, sub.ID, event(4))
+		}
+		p.Drain()
+	})
+	f := newFollower(t)
+	f.cursors = true
+	delivered := make(chan struct{}) // ids 1 and 2 were delivered
+	c := dialTest(t, Config{URL: srv.URL, RotateBefore: time.Hour, Handshake: func(ctx context.Context, a Attempt) (Handshake, error) {
+		if a.Expiring {
+			// The rotation starts once the first two results are in: the
+			// cursor it moves with is 2.
+			select {
+			case <-delivered:
+			case <-ctx.Done():
+				return Handshake{}, ctx.Err()
+			}
+		}
+		return Handshake{Expiry: time.Now().Add(2 * time.Second)}, nil
+	}})
+	if _, err := c.Subscribe(resumeEvents(eventsQuery, "/data/events/id"), f); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("ids 1 and 2", func() bool { return len(f.ids) >= 2 })
+	close(delivered)
+	f.waitFor("id 4", func() bool { return len(f.ids) > 0 && f.ids[len(f.ids)-1] == 4 })
+	var p struct{ Variables map[string]json.RawMessage }
+	if err := json.Unmarshal([]byte(<-payload), &p); err != nil || string(p.Variables["after"]) != "2" {
+		t.Fatalf("the rotation subscribed with variables %s (%v), want after 2", p.Variables, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fmt.Sprint(f.ids) != "[1 2 3 4]" || strings.Join(f.curs, " ") != "1 2 3 4" || strings.Contains(compact(f.log), "reconnecting") {
+		t.Fatalf("ids %v, cursors %v, log %s; want 1 2 3 4 once each, no reconnect", f.ids, f.curs, compact(f.log))
 	}
 }
