@@ -54,7 +54,7 @@ testpeers/node/node_modules/.package-lock.json: testpeers/node/package-lock.json
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: ## Run every benchmark scenario side by side (bench/, DESIGN.md §7); BENCH_ARGS="-scenarios 1,2" to pick
+bench: ## Run every benchmark scenario side by side (bench/, docs/design.md §13); BENCH_ARGS="-scenarios 1,2" to pick
 	go build -o .tmp/bridge ./cmd/bridge
 	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
 	cd bench && go run ./cmd/bench -bridge ../.tmp/bridge -node node -out results.json $(BENCH_ARGS)

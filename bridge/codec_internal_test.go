@@ -17,7 +17,7 @@ import (
 // messages still go through protobuf's encoder.
 func TestMarshalNextDecodes(t *testing.T) {
 	t.Parallel()
-	codec := requestCodec{encoding.GetCodecV2("proto")}
+	codec := requestCodec{CodecV2: encoding.GetCodecV2("proto")}
 	for _, cursor := range [][]byte{nil, []byte("42"), []byte(`"` + strings.Repeat("c", 126) + `"`)} {
 		for _, seq := range []uint64{0, 1, 127, 128, 16383, 16384, 1 << 35, 1<<64 - 1} {
 			for _, n := range []int{0, 1, 127, 128, 1024, 16383, 16384, 1 << 20} {

@@ -54,19 +54,19 @@ func (f *fanout) followCursor(req session.Request) {
 }
 
 // OnNextCursor is OnNext for operations with a cursor (session.CursorHandler):
-// result and cursor are copied together, once, and queued for every
-// subscriber.
+// result and cursor are copied together, once, into one result that every
+// subscriber's queue shares and that counts both against the byte bounds.
 func (f *fanout) OnNextCursor(payload, cursor []byte) {
 	buf := make([]byte, len(payload)+len(cursor))
 	n := copy(buf, payload)
 	copy(buf[n:], cursor)
-	p, c := buf[:n:n], buf[n:]
+	r := &result{b: buf[:n:n], cursor: buf[n:], budget: f.pool.budget}
 	f.mu.Lock()
-	if !f.cur.moved && !bytes.Equal(c, f.cur.initial) {
+	if !f.cur.moved && !bytes.Equal(r.cursor, f.cur.initial) {
 		f.cur.moved = true
 	}
 	for _, s := range f.subs {
-		s.pushNext(p, c)
+		s.pushNext(r)
 	}
 	f.mu.Unlock()
 	if f.pool.in != nil {
@@ -101,7 +101,7 @@ func outcomeFor(s *subscriber, err error) error {
 	s.mu.Lock()
 	seq := s.seq + 1
 	s.mu.Unlock()
-	msg := fmt.Sprintf("the result with sequence %d has no cursor at resume.cursor_pointer %q (nothing there, or null)", seq, ce.Pointer)
+	msg := fmt.Sprintf("the result with sequence %d has no cursor at resume.cursor_pointer %s (nothing there, or null)", seq, quoteCaller(ce.Pointer))
 	if len(ce.Errors) > 0 {
 		msg += "; it carries GraphQL errors " + string(ce.Errors)
 	}
@@ -125,9 +125,9 @@ func resumeOf(req *bridgev1.SubscribeRequest) (*session.Resume, error) {
 	case name == "":
 		return nil, invalid(`resume.cursor_variable is required: name the operation's variable that carries the cursor, for example "after"`)
 	case strings.HasPrefix(name, "$"):
-		return nil, invalid("resume.cursor_variable %q: give the name without the \"$\" (%q)", truncateString(name, 64), truncateString(name[1:], 64))
+		return nil, invalid("resume.cursor_variable %s: give the name without the \"$\" (%s)", quoteCaller(name), quoteCaller(name[1:]))
 	case !graphqlName(name) || len(name) > 256:
-		return nil, invalid("resume.cursor_variable %q is not a GraphQL name (up to 256 letters, digits and _, not starting with a digit)", truncateString(name, 64))
+		return nil, invalid("resume.cursor_variable %s is not a GraphQL name (up to 256 letters, digits and _, not starting with a digit)", quoteCaller(name))
 	}
 	if n := len(r.GetCursorPointer()); n > maxPointerBytes {
 		return nil, invalid("resume.cursor_pointer is %d bytes; the limit is %d", n, maxPointerBytes)
@@ -138,13 +138,13 @@ func resumeOf(req *bridgev1.SubscribeRequest) (*session.Resume, error) {
 	}
 	doc, err := parser.ParseQuery(&ast.Source{Input: req.GetQuery()})
 	if err != nil {
-		return nil, invalid("resume: the query does not parse, so its variables cannot be checked: %v", err)
+		return nil, invalid("resume: the query does not parse, so its variables cannot be checked: %s", quoteCaller(err.Error()))
 	}
 	var op *ast.OperationDefinition
 	switch on := req.GetOperationName(); {
 	case on != "":
 		if op = doc.Operations.ForName(on); op == nil {
-			return nil, invalid("resume: the document has no operation named %q (operation_name)", truncateString(on, 64))
+			return nil, invalid("resume: the document has no operation named %s (operation_name)", quoteCaller(on))
 		}
 	case len(doc.Operations) == 1:
 		op = doc.Operations[0]
@@ -152,16 +152,30 @@ func resumeOf(req *bridgev1.SubscribeRequest) (*session.Resume, error) {
 		return nil, invalid("resume: the document holds %d operations: set operation_name to the one to run", len(doc.Operations))
 	}
 	if op.VariableDefinitions.ForName(name) == nil {
-		declared := make([]string, 0, len(op.VariableDefinitions))
-		for _, v := range op.VariableDefinitions {
-			declared = append(declared, "$"+v.Variable)
+		// Names from the caller's query: GraphQL names (the parser checked),
+		// so printable ASCII; each cut to 64 bytes, and at most maxListed.
+		const maxListed = 8
+		declared := make([]string, 0, min(len(op.VariableDefinitions), maxListed))
+		for _, v := range op.VariableDefinitions[:min(len(op.VariableDefinitions), maxListed)] {
+			d := "$" + v.Variable
+			if len(d) > 64 {
+				d = d[:64] + "…"
+			}
+			declared = append(declared, d)
+		}
+		if more := len(op.VariableDefinitions) - maxListed; more > 0 {
+			declared = append(declared, fmt.Sprintf("and %d more", more))
 		}
 		have := "declares no variables"
 		if len(declared) > 0 {
 			have = "declares " + strings.Join(declared, ", ")
 		}
-		return nil, invalid("resume.cursor_variable %q is not a variable of the operation, which %s: declare it and pass it to the field that takes the cursor, as in `subscription ($%s: Int) { events(after: $%s) { id } }`",
-			name, have, name, name)
+		example := name
+		if len(example) > 64 {
+			example = "after"
+		}
+		return nil, invalid("resume.cursor_variable %s is not a variable of the operation, which %s: declare it and pass it to the field that takes the cursor, as in `subscription ($%s: Int) { events(after: $%s) { id } }`",
+			quoteCaller(name), have, example, example)
 	}
 	return &session.Resume{Variable: name, Pointer: ptr}, nil
 }

@@ -21,8 +21,9 @@ import (
 // earlier cursor, replays it. So the handler sees neither a gap nor a
 // repeat.
 //
-// conn.go calls in at three places: Subscribe (resumeFrom), assignLocked
-// (subscribePayload, gapless) and serve (deliver).
+// operation.go calls in at two places, Subscribe (resumeFrom) and
+// assignLocked (subscribePayload, gapless), and dispatch.go at one, serve
+// (deliver).
 
 // Resume makes an operation gapless across resubscriptions (see the
 // overview above).
