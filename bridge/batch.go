@@ -27,12 +27,15 @@ const (
 	defaultMaxBatchBytes = 1 << 20
 )
 
-// nextBodySize is the encoded size of Next{result, sequence} without its
-// own tag and length.
-func nextBodySize(result []byte, seq uint64) int {
+// nextBodySize is the encoded size of Next{result, sequence, cursor}
+// without its own tag and length.
+func nextBodySize(result []byte, seq uint64, cursor []byte) int {
 	n := 0
 	if seq != 0 {
 		n += 1 + protowire.SizeVarint(seq)
+	}
+	if len(cursor) > 0 {
+		n += 1 + protowire.SizeVarint(uint64(len(cursor))) + len(cursor)
 	}
 	if len(result) > 0 {
 		n += 1 + protowire.SizeVarint(uint64(len(result))) + len(result)
@@ -40,10 +43,24 @@ func nextBodySize(result []byte, seq uint64) int {
 	return n
 }
 
+// appendNextHead appends the fields of a Next that go before its result:
+// the sequence and the cursor.
+func appendNextHead(hdr []byte, seq uint64, cursor []byte) []byte {
+	if seq != 0 {
+		hdr = protowire.AppendTag(hdr, 2, protowire.VarintType) // Next.sequence
+		hdr = protowire.AppendVarint(hdr, seq)
+	}
+	if len(cursor) > 0 {
+		hdr = protowire.AppendTag(hdr, 3, protowire.BytesType) // Next.cursor
+		hdr = protowire.AppendBytes(hdr, cursor)
+	}
+	return hdr
+}
+
 // batchEntrySize is what one result adds to the body of a Batch: the
 // repeated field's tag and length, then the Next.
-func batchEntrySize(result []byte, seq uint64) int {
-	body := nextBodySize(result, seq)
+func batchEntrySize(result []byte, seq uint64, cursor []byte) int {
+	body := nextBodySize(result, seq, cursor)
 	return 1 + protowire.SizeVarint(uint64(body)) + body
 }
 
@@ -58,14 +75,15 @@ func batchSize(body int) int {
 // encodes one result: headers in one small buffer, each result referenced,
 // not copied, so a batch of n results costs one allocation for the headers
 // and one for the slice of buffers, whatever the results' sizes. In each
-// Next the sequence goes before the result (protobuf accepts fields in any
-// order) so that the result ends its entry and can be a buffer of its own.
+// Next the sequence and the cursor go before the result (protobuf accepts
+// fields in any order) so that the result ends its entry and can be a
+// buffer of its own.
 // The results must not change afterwards.
 func marshalBatch(nexts []*bridgev1.Next) mem.BufferSlice {
 	body, hdrLen := 0, 0
 	for _, n := range nexts {
 		r, seq := n.GetResult(), n.GetSequence()
-		entry := batchEntrySize(r, seq)
+		entry := batchEntrySize(r, seq, n.GetCursor())
 		body += entry
 		hdrLen += entry - len(r)
 	}
@@ -76,13 +94,10 @@ func marshalBatch(nexts []*bridgev1.Next) mem.BufferSlice {
 	out := make(mem.BufferSlice, 0, 2*len(nexts)+1)
 	start := 0 // hdr[start:] is not in out yet
 	for _, n := range nexts {
-		r, seq := n.GetResult(), n.GetSequence()
+		r, seq, cur := n.GetResult(), n.GetSequence(), n.GetCursor()
 		hdr = protowire.AppendTag(hdr, 1, protowire.BytesType) // Batch.nexts
-		hdr = protowire.AppendVarint(hdr, uint64(nextBodySize(r, seq)))
-		if seq != 0 {
-			hdr = protowire.AppendTag(hdr, 2, protowire.VarintType) // Next.sequence
-			hdr = protowire.AppendVarint(hdr, seq)
-		}
+		hdr = protowire.AppendVarint(hdr, uint64(nextBodySize(r, seq, cur)))
+		hdr = appendNextHead(hdr, seq, cur)
 		if len(r) == 0 {
 			continue
 		}
@@ -128,7 +143,7 @@ func (b *batcher) set(items []item) *bridgev1.SubscribeResponse_Batch {
 		b.nexts = append(b.nexts, &bridgev1.Next{})
 	}
 	for i, it := range items {
-		b.nexts[i].Result, b.nexts[i].Sequence = it.res.b, it.seq
+		b.nexts[i].Result, b.nexts[i].Sequence, b.nexts[i].Cursor = it.res.b, it.seq, it.res.cursor
 	}
 	b.batch.Nexts = b.nexts[:len(items)]
 	return &b.event
@@ -137,7 +152,7 @@ func (b *batcher) set(items []item) *bridgev1.SubscribeResponse_Batch {
 // reset lets go of the results, so that no result outlives its sending.
 func (b *batcher) reset() {
 	for _, n := range b.batch.Nexts {
-		n.Result = nil
+		n.Result, n.Cursor = nil, nil
 	}
 	b.batch.Nexts = nil
 }
@@ -181,7 +196,7 @@ func (s *Server) fill(ctx context.Context, aged <-chan struct{}, q *taken, b *ba
 		if it.ev != nil {
 			break
 		}
-		entry := batchEntrySize(it.res.b, it.seq)
+		entry := batchEntrySize(it.res.b, it.seq, it.res.cursor)
 		if !b.fits(n, body, entry) {
 			break
 		}

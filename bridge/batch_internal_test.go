@@ -21,15 +21,20 @@ import (
 // checkBatchEncoding encodes a batch of results with the bridge's codec
 // and checks that protobuf's own decoder reads back the batch that was
 // sent, that the encoding is as long as protobuf's, that batchSize
-// predicts that length, and that no result was copied.
-func checkBatchEncoding(t *testing.T, results [][]byte, seqs []uint64) {
+// predicts that length, and that no result was copied. cursors, when not
+// nil, gives each result a cursor.
+func checkBatchEncoding(t *testing.T, results [][]byte, seqs []uint64, cursors ...[]byte) {
 	t.Helper()
 	codec := requestCodec{CodecV2: encoding.GetCodecV2("proto")}
 	want := &bridgev1.Batch{}
 	body := 0
 	for i, r := range results {
-		want.Nexts = append(want.Nexts, &bridgev1.Next{Result: r, Sequence: seqs[i]})
-		body += batchEntrySize(r, seqs[i])
+		var c []byte
+		if cursors != nil {
+			c = cursors[i]
+		}
+		want.Nexts = append(want.Nexts, &bridgev1.Next{Result: r, Sequence: seqs[i], Cursor: c})
+		body += batchEntrySize(r, seqs[i], c)
 	}
 	resp := &bridgev1.SubscribeResponse{Event: &bridgev1.SubscribeResponse_Batch{Batch: want}}
 	data, err := codec.Marshal(resp)
@@ -100,17 +105,23 @@ func TestMarshalBatchDecodes(t *testing.T) {
 	for _, edge := range []uint64{1 << 7, 1 << 14, 1 << 21} {
 		for _, target := range []uint64{edge - 1, edge} {
 			for name, size := range map[string]func(r []byte) int{
-				"next":  func(r []byte) int { return nextBodySize(r, 7) },
-				"entry": func(r []byte) int { return batchEntrySize(r, 7) },
+				"next":              func(r []byte) int { return nextBodySize(r, 7, nil) },
+				"entry":             func(r []byte) int { return batchEntrySize(r, 7, nil) },
+				"next with cursor":  func(r []byte) int { return nextBodySize(r, 7, []byte("1234")) },
+				"entry with cursor": func(r []byte) int { return batchEntrySize(r, 7, []byte("1234")) },
 			} {
 				r := resultOfSize(t, target, size)
 				if r == nil {
 					continue // no result length lands exactly there
 				}
 				t.Run(fmt.Sprintf("%s=%d", name, target), func(t *testing.T) {
-					checkBatchEncoding(t, [][]byte{r}, []uint64{7})
+					var cursors [][]byte
+					if strings.HasSuffix(name, "cursor") {
+						cursors = [][]byte{[]byte("1234"), []byte("1234"), []byte("1234")}
+					}
+					checkBatchEncoding(t, [][]byte{r}, []uint64{7}, cursors...)
 					// The same in a batch of three: the body grows past it.
-					checkBatchEncoding(t, [][]byte{r, r[:1], r}, []uint64{7, 8, 9})
+					checkBatchEncoding(t, [][]byte{r, r[:1], r}, []uint64{7, 8, 9}, cursors...)
 				})
 			}
 		}
@@ -130,22 +141,23 @@ func resultOfSize(t *testing.T, target uint64, size func([]byte) int) []byte {
 	return nil
 }
 
-// FuzzMarshalBatch: any batch of results and sequences encodes to what
-// protobuf decodes back to the same batch.
+// FuzzMarshalBatch: any batch of results, sequences and cursors encodes to
+// what protobuf decodes back to the same batch.
 func FuzzMarshalBatch(f *testing.F) {
-	f.Add([]byte(`{"data":{"n":1}}`), []byte(""), uint64(1), uint64(300), uint8(3))
-	f.Add(bytes.Repeat([]byte{'x'}, 127), bytes.Repeat([]byte{'z'}, 16380), uint64(0), uint64(1<<63), uint8(2))
-	f.Fuzz(func(t *testing.T, a, b []byte, seqA, seqB uint64, n uint8) {
-		var results [][]byte
+	f.Add([]byte(`{"data":{"n":1}}`), []byte(""), uint64(1), uint64(300), uint8(3), []byte(nil))
+	f.Add(bytes.Repeat([]byte{'x'}, 127), bytes.Repeat([]byte{'z'}, 16380), uint64(0), uint64(1<<63), uint8(2), []byte(`"2024-05-01T12:00:00Z"`))
+	f.Fuzz(func(t *testing.T, a, b []byte, seqA, seqB uint64, n uint8, cursor []byte) {
+		var results, cursors [][]byte
 		var seqs []uint64
 		for i := range int(n % 9) {
 			if i%2 == 0 {
-				results, seqs = append(results, a), append(seqs, seqA+uint64(i))
+				results, seqs, cursors = append(results, a), append(seqs, seqA+uint64(i)), append(cursors, cursor)
 			} else {
-				results, seqs = append(results, b), append(seqs, seqB)
+				results, seqs, cursors = append(results, b), append(seqs, seqB), append(cursors, nil)
 			}
 		}
 		checkBatchEncoding(t, results, seqs)
+		checkBatchEncoding(t, results, seqs, cursors...)
 	})
 }
 

@@ -6,19 +6,24 @@ import (
 )
 
 // result is one result of an upstream operation, shared read-only by the
-// queues of the subscribers of a fan-out. Its bytes count against the
-// server's budget once, however many queues hold it, for as long as one
-// does (the stream sending it included).
+// queues of the subscribers of a fan-out. Its bytes, its cursor's included,
+// count against the server's budget once, however many queues hold it, for
+// as long as one does (the stream sending it included).
 type result struct {
 	b      []byte
+	cursor []byte       // its cursor, Next.cursor (resume.go); nil without resume
 	budget *queueBudget // nil: not counted
 	refs   atomic.Int32 // queues holding it
 }
 
+// size is what r counts against the queues' bounds and the budget: the
+// result and its cursor.
+func (r *result) size() int { return len(r.b) + len(r.cursor) }
+
 // hold counts one more queue holding r; false when r was held by none and
 // the budget has no room for it.
 func (r *result) hold() bool {
-	if r.refs.Add(1) == 1 && !r.budget.acquire(int64(len(r.b))) {
+	if r.refs.Add(1) == 1 && !r.budget.acquire(int64(r.size())) {
 		// Only the fan-out pushes a result no queue holds, one queue at a
 		// time: nobody else can have seen the count at 1.
 		r.refs.Add(-1)
@@ -30,7 +35,7 @@ func (r *result) hold() bool {
 // release counts one queue less; the last one returns r's bytes.
 func (r *result) release() {
 	if r.refs.Add(-1) == 0 {
-		r.budget.release(int64(len(r.b)))
+		r.budget.release(int64(r.size()))
 	}
 }
 

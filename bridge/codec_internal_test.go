@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/encoding"
@@ -12,32 +13,34 @@ import (
 
 // TestMarshalNextDecodes checks that results encoded without a copy decode,
 // with protobuf's own decoder, to the message that was sent, whatever the
-// sizes of the result and the sequence; and that lifecycle messages still
-// go through protobuf's encoder.
+// sizes of the result, the sequence and the cursor; and that lifecycle
+// messages still go through protobuf's encoder.
 func TestMarshalNextDecodes(t *testing.T) {
 	t.Parallel()
 	codec := requestCodec{CodecV2: encoding.GetCodecV2("proto")}
-	for _, seq := range []uint64{0, 1, 127, 128, 16383, 16384, 1 << 35, 1<<64 - 1} {
-		for _, n := range []int{0, 1, 127, 128, 1024, 16383, 16384, 1 << 20} {
-			result := bytes.Repeat([]byte{'x'}, n)
-			want := &bridgev1.SubscribeResponse{Event: &bridgev1.SubscribeResponse_Next{Next: &bridgev1.Next{Result: result, Sequence: seq}}}
-			data, err := codec.Marshal(want)
-			if err != nil {
-				t.Fatal(err)
-			}
-			wire := data.Materialize()
-			if n > 0 && &data[len(data)-1].ReadOnlyData()[0] != &result[0] {
-				t.Fatalf("seq %d, %d bytes: the result was copied", seq, n)
-			}
-			if std, _ := proto.Marshal(want); len(std) != len(wire) {
-				t.Fatalf("seq %d, %d bytes: %d bytes on the wire, protobuf makes %d", seq, n, len(wire), len(std))
-			}
-			got := &bridgev1.SubscribeResponse{}
-			if err := proto.Unmarshal(wire, got); err != nil {
-				t.Fatalf("seq %d, %d bytes: %v", seq, n, err)
-			}
-			if !proto.Equal(got, want) || got.GetNext() == nil {
-				t.Fatalf("seq %d, %d bytes: decoded %v", seq, n, got)
+	for _, cursor := range [][]byte{nil, []byte("42"), []byte(`"` + strings.Repeat("c", 126) + `"`)} {
+		for _, seq := range []uint64{0, 1, 127, 128, 16383, 16384, 1 << 35, 1<<64 - 1} {
+			for _, n := range []int{0, 1, 127, 128, 1024, 16383, 16384, 1 << 20} {
+				result := bytes.Repeat([]byte{'x'}, n)
+				want := &bridgev1.SubscribeResponse{Event: &bridgev1.SubscribeResponse_Next{Next: &bridgev1.Next{Result: result, Sequence: seq, Cursor: cursor}}}
+				data, err := codec.Marshal(want)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wire := data.Materialize()
+				if n > 0 && &data[len(data)-1].ReadOnlyData()[0] != &result[0] {
+					t.Fatalf("seq %d, %d bytes: the result was copied", seq, n)
+				}
+				if std, _ := proto.Marshal(want); len(std) != len(wire) {
+					t.Fatalf("seq %d, %d bytes: %d bytes on the wire, protobuf makes %d", seq, n, len(wire), len(std))
+				}
+				got := &bridgev1.SubscribeResponse{}
+				if err := proto.Unmarshal(wire, got); err != nil {
+					t.Fatalf("seq %d, %d bytes: %v", seq, n, err)
+				}
+				if !proto.Equal(got, want) || got.GetNext() == nil {
+					t.Fatalf("seq %d, %d bytes: decoded %v", seq, n, got)
+				}
 			}
 		}
 	}

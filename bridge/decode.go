@@ -79,7 +79,7 @@ type requestCodec struct {
 func (c requestCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*bridgev1.SubscribeResponse); ok {
 		if n := r.GetNext(); n != nil && r.ProtoReflect().GetUnknown() == nil && n.ProtoReflect().GetUnknown() == nil {
-			return marshalNext(n.GetResult(), n.GetSequence()), nil
+			return marshalNext(n.GetResult(), n.GetSequence(), n.GetCursor()), nil
 		}
 		if b := r.GetBatch(); b != nil && r.ProtoReflect().GetUnknown() == nil && plainBatch(b) {
 			return marshalBatch(b.GetNexts()), nil
@@ -88,29 +88,20 @@ func (c requestCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.CodecV2.Marshal(v)
 }
 
-// marshalNext encodes SubscribeResponse{next: {result, sequence}} as a
-// small header followed by the result bytes themselves: the result, up to
-// the upstream's message limit and shared by every subscriber of a
+// marshalNext encodes SubscribeResponse{next: {result, sequence, cursor}}
+// as a small header followed by the result bytes themselves: the result,
+// up to the upstream's message limit and shared by every subscriber of a
 // fan-out, is never copied into a per-message buffer. The transport copies
 // it once, into its write buffer. result must not change afterwards; the
-// bridge never changes a result once it is queued. The sequence goes
-// before the result (protobuf accepts fields in any order) so the result
-// can be the tail.
-func marshalNext(result []byte, seq uint64) mem.BufferSlice {
-	inner := 0
-	if seq != 0 {
-		inner += 1 + protowire.SizeVarint(seq)
-	}
-	if len(result) > 0 {
-		inner += 1 + protowire.SizeVarint(uint64(len(result))) + len(result)
-	}
+// bridge never changes a result once it is queued. The sequence and the
+// cursor (a few bytes, copied into the header) go before the result
+// (protobuf accepts fields in any order) so the result can be the tail.
+func marshalNext(result []byte, seq uint64, cursor []byte) mem.BufferSlice {
+	inner := nextBodySize(result, seq, cursor)
 	hdr := make([]byte, 0, 1+protowire.SizeVarint(uint64(inner))+inner-len(result))
 	hdr = protowire.AppendTag(hdr, 1, protowire.BytesType) // SubscribeResponse.next
 	hdr = protowire.AppendVarint(hdr, uint64(inner))
-	if seq != 0 {
-		hdr = protowire.AppendTag(hdr, 2, protowire.VarintType) // Next.sequence
-		hdr = protowire.AppendVarint(hdr, seq)
-	}
+	hdr = appendNextHead(hdr, seq, cursor)
 	if len(result) == 0 {
 		return mem.BufferSlice{mem.SliceBuffer(hdr)}
 	}
@@ -302,7 +293,7 @@ func decodeError(m marks) error {
 	case 0:
 		return nil
 	case undecodableUTF8:
-		return invalid(prefix + "a string field is not valid UTF-8; upstream, query, operation_name and the strings in variables and extensions must be valid UTF-8")
+		return invalid(prefix + "a string field is not valid UTF-8; upstream, query, operation_name, the strings in variables and extensions, and resume's cursor_variable and cursor_pointer must be valid UTF-8")
 	case undecodableDepth:
 		return invalid(prefix+"variables or extensions nest more than %d messages deep", maxNesting)
 	}

@@ -23,6 +23,7 @@ type fanout struct {
 	last       *bridgev1.Lifecycle // the latest lifecycle event, for late joiners
 	closed     bool                // no subscriber may join: ended or abandoned
 	stopped    bool                // the last subscriber left before op was set
+	cur        cursorState         // with resume: where the operation's cursor stands (resume.go)
 }
 
 func (f *fanout) OnNext(payload []byte) {
@@ -48,6 +49,7 @@ func (f *fanout) OnEvent(ev session.Event) {
 		lc.CloseReason = ev.Reason
 	case session.Resubscribed:
 		lc.State = bridgev1.Lifecycle_STATE_RESUBSCRIBED
+		lc.Gapless = ev.Gapless
 	}
 	f.mu.Lock()
 	if ev.Kind != session.Reconnecting {
@@ -67,11 +69,12 @@ func (f *fanout) OnDone(err error) {
 	subs := append([]*subscriber(nil), f.subs...)
 	f.mu.Unlock()
 	for _, s := range subs {
-		s.finish(err)
+		s.finish(outcomeFor(s, err)) // resume.go
 	}
 }
 
-// join adds s unless the operation is closed for joiners. A late joiner
+// join adds s unless the operation is closed for joiners, or its cursor
+// moved past where s would start (resume.go). A late joiner
 // hears STATE_SUBSCRIBED at once if the operation has started upstream, and
 // STATE_RECONNECTING if that is where it stands now (before it ever started,
 // too: then STATE_SUBSCRIBED follows when it does, as for the first
@@ -79,7 +82,7 @@ func (f *fanout) OnDone(err error) {
 func (f *fanout) join(s *subscriber) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed {
+	if f.closed || f.cur.moved {
 		return false
 	}
 	f.subs = append(f.subs, s)

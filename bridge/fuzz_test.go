@@ -39,11 +39,16 @@ func checkRefusal(t *testing.T, err error) {
 // FuzzValidate feeds request fields to validation.
 func FuzzValidate(f *testing.F) {
 	s := fuzzServer(f)
-	f.Add("demo", "subscription { ticker { n } }", "", []byte(`{"a":1}`))
-	f.Add("", " ", "op", []byte(`{"x":[1,{"y":null}]}`))
-	f.Add("nope", "q", "\xff", []byte(`{"n":1e400}`))
-	f.Fuzz(func(t *testing.T, upstream, query, op string, vars []byte) {
+	f.Add("demo", "subscription { ticker { n } }", "", []byte(`{"a":1}`), "", "")
+	f.Add("", " ", "op", []byte(`{"x":[1,{"y":null}]}`), "", "")
+	f.Add("nope", "q", "\xff", []byte(`{"n":1e400}`), "", "")
+	f.Add("demo", "subscription E($after: Int) { events(after: $after) { id } }", "E", []byte(`{"after":3}`), "after", "/data/events/id")
+	f.Add("demo", "subscription ($c: String) { e(c: {initial_value: {at: $c}}) { at } }", "", []byte(`{}`), "c", "/data/e/-/at")
+	f.Fuzz(func(t *testing.T, upstream, query, op string, vars []byte, resumeVar, resumePtr string) {
 		req := &bridgev1.SubscribeRequest{Upstream: upstream, Query: query, OperationName: op}
+		if resumeVar != "" || resumePtr != "" {
+			req.Resume = &bridgev1.Resume{CursorVariable: resumeVar, CursorPointer: resumePtr}
+		}
 		var m map[string]any
 		if json.Unmarshal(vars, &m) == nil {
 			if st, err := structpb.NewStruct(m); err == nil {
@@ -52,7 +57,8 @@ func FuzzValidate(f *testing.F) {
 		}
 		_, sreq, err := s.validate(req)
 		checkRefusal(t, err)
-		if err == nil && (sreq.Query != query || sreq.Variables != nil && !json.Valid(sreq.Variables)) {
+		if err == nil && (sreq.Query != query || sreq.Variables != nil && !json.Valid(sreq.Variables) ||
+			(req.Resume == nil) != (sreq.Resume == nil) || sreq.Resume != nil && (sreq.Resume.Variable != resumeVar || sreq.Resume.Pointer.String() != resumePtr)) {
 			t.Fatalf("accepted request changed: %+v", sreq)
 		}
 	})

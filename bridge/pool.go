@@ -62,10 +62,13 @@ func (p *upstreamPool) attach(identity string, req session.Request, key string, 
 		return nil, errShuttingDown
 	}
 	if key != "" {
-		if f := p.shared[key]; f != nil && f.join(s) {
-			p.mu.Unlock()
-			p.metrics.subscriberJoined(p.name, true)
-			return func() { p.detach(f, s) }, nil
+		if f := p.shared[key]; f != nil {
+			if f.join(s) {
+				p.mu.Unlock()
+				p.metrics.subscriberJoined(p.name, true)
+				return func() { p.detach(f, s) }, nil
+			}
+			p.supersedeLocked(f) // resume.go
 		}
 	}
 	pc, err := p.pickLocked(identity)
@@ -74,6 +77,7 @@ func (p *upstreamPool) attach(identity string, req session.Request, key string, 
 		return nil, err
 	}
 	f := &fanout{key: key, pc: pc, pool: p, subs: []*subscriber{s}}
+	f.followCursor(req) // resume.go
 	if key != "" {
 		p.shared[key] = f
 	}

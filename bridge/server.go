@@ -281,7 +281,7 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 			onL.Lifecycle = it.ev
 			resp.Event = onL
 		case b == nil:
-			next.Result, next.Sequence = it.res.b, it.seq
+			next.Result, next.Sequence, next.Cursor = it.res.b, it.seq, it.res.cursor
 			resp.Event = onN
 		default:
 			var err error
@@ -296,7 +296,7 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 		}
 		// Hold no result while waiting for the next: a stream's last
 		// result would otherwise live as long as the stream.
-		next.Result, onL.Lifecycle = nil, nil
+		next.Result, next.Cursor, onL.Lifecycle = nil, nil, nil
 		if b != nil {
 			b.reset()
 		}
@@ -414,12 +414,17 @@ func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, sessio
 	if n := len(vars) + len(ext); n > s.cfg.MaxVariablesBytes {
 		return nil, sreq, invalid("variables and extensions are %d bytes of JSON; the limit is %d", n, s.cfg.MaxVariablesBytes)
 	}
-	return pool, session.Request{Query: q, Variables: vars, OperationName: req.GetOperationName(), Extensions: ext}, nil
+	resume, err := resumeOf(req) // resume.go
+	if err != nil {
+		return nil, sreq, err
+	}
+	return pool, session.Request{Query: q, Variables: vars, OperationName: req.GetOperationName(), Extensions: ext, Resume: resume}, nil
 }
 
-// dedupKey identifies identical subscriptions.
+// dedupKey identifies identical subscriptions: with resume, those that
+// start from the same cursor (see resume.go for when they may join).
 func dedupKey(identity string, r session.Request) string {
-	return strings.Join([]string{identity, r.Query, r.OperationName, string(r.Variables), string(r.Extensions)}, "\x00")
+	return strings.Join([]string{identity, r.Query, r.OperationName, string(r.Variables), string(r.Extensions), resumeKey(r.Resume)}, "\x00")
 }
 
 // enter counts a Subscribe call in, unless the service is draining.

@@ -91,7 +91,7 @@ func (s *subscriber) pushNext(r *result) {
 		return
 	}
 	s.seq++
-	seq, n := s.seq, len(r.b)
+	seq, n := s.seq, r.size()
 	evicted := false
 	for {
 		holds := s.results > 0 || len(s.hand) > 0
@@ -147,7 +147,7 @@ func (s *subscriber) failLocked() {
 func (s *subscriber) clearLocked() {
 	for _, it := range s.q[s.head:] {
 		if it.res != nil {
-			s.bytes -= len(it.res.b)
+			s.bytes -= it.res.size()
 			it.res.release()
 		}
 	}
@@ -183,8 +183,8 @@ func (s *subscriber) dropOldestLocked() {
 			s.q[s.head] = item{}
 			s.head++
 			s.results--
-			s.bytes -= len(r.b)
-			s.queued.Add(-int64(len(r.b)))
+			s.bytes -= r.size()
+			s.queued.Add(-int64(r.size()))
 			r.release()
 			if s.onDrop != nil {
 				s.onDrop()
@@ -247,7 +247,7 @@ func (s *subscriber) take(dst []item) (_ []item, done bool, outcome error) {
 		if it.res != nil {
 			s.hand = append(s.hand, it.res)
 			s.results--
-			s.queued.Add(-int64(len(it.res.b)))
+			s.queued.Add(-int64(it.res.size()))
 			break
 		}
 	}
@@ -272,7 +272,7 @@ func (s *subscriber) sent(n int) {
 func (s *subscriber) sentLocked(n int) {
 	n = min(n, len(s.hand))
 	for _, r := range s.hand[:n] {
-		s.bytes -= len(r.b)
+		s.bytes -= r.size()
 		r.release()
 	}
 	k := copy(s.hand, s.hand[n:])

@@ -130,6 +130,39 @@ func TestSubscriberByteBound(t *testing.T) {
 	}
 }
 
+// TestSubscriberCountsCursors: a result's cursor (resume.go) counts with
+// it against the queue's byte bound and the server's budget, from the push
+// until the stream reports it sent.
+func TestSubscriberCountsCursors(t *testing.T) {
+	t.Parallel()
+	b := newQueueBudget(1 << 20)
+	drops := 0
+	// Room for two 400-byte results, not for two with 200-byte cursors.
+	s := newSubscriber(queueConfig{size: 8, maxBytes: 1000, onDrop: func() { drops++ }, budget: b})
+	push := func(i byte) {
+		s.pushNext(&result{b: bytes.Repeat([]byte{'r'}, 400), cursor: bytes.Repeat([]byte{'0' + i}, 200), budget: b})
+	}
+	push(1)
+	if n, used := s.queuedBytes(), b.used.Load(); n != 600 || used != 600 {
+		t.Fatalf("one result with its cursor: the queue counts %d bytes and the budget %d, want 600", n, used)
+	}
+	push(2)
+	if drops != 1 {
+		t.Fatalf("%d drops, want 1: 1200 bytes do not fit a 1000-byte queue", drops)
+	}
+	items, _, _ := s.take(nil)
+	if len(items) != 1 || items[0].seq != 2 || items[0].res.cursor[0] != '2' {
+		t.Fatalf("took %d items, want the second result and its cursor", len(items))
+	}
+	if n, used := s.queuedBytes(), b.used.Load(); n != 600 || used != 600 {
+		t.Fatalf("a result being sent: the queue counts %d bytes and the budget %d, want 600", n, used)
+	}
+	s.sent(1)
+	if n, used := s.queuedBytes(), b.used.Load(); n != 0 || used != 0 {
+		t.Fatalf("after the send the queue counts %d bytes and the budget %d, want 0", n, used)
+	}
+}
+
 // TestSubscriberOversizedResult: a result bigger than the queue's byte
 // bound is queued when the subscriber holds nothing else, so it can be
 // delivered; while one is queued or being sent, the policy applies.

@@ -38,6 +38,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 )
@@ -107,6 +110,9 @@ type Result struct {
 	Stream int
 	// Peer is the address of the replica that serves the stream.
 	Peer string
+	// Cursor is the cursor after this result (JSON), when the request set
+	// SubscribeRequest.resume; Subscribe resubscribes from the latest one.
+	Cursor []byte
 }
 
 // Retrying describes a stream that ended with a retryable status.
@@ -188,9 +194,18 @@ func (c *Client) Subscribe(ctx context.Context, req *bridgev1.SubscribeRequest, 
 		failures int          // retryable ends since the subscription was last live
 		down     = time.Now() // since when it is not live: its last live stream's end
 	)
+	var cursor []byte // the latest result's cursor, with req.Resume
 	for {
 		streams++
-		st, peerAddr, delivered := c.stream(ctx, req, h, streams, failures, down)
+		if cursor != nil {
+			// Resume where the last stream ended, on whichever replica
+			// serves the next one: no gap and no repeat.
+			var err error
+			if req, err = fromCursor(req, cursor); err != nil {
+				return err
+			}
+		}
+		st, peerAddr, delivered := c.stream(ctx, req, h, streams, failures, down, &cursor)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -233,7 +248,7 @@ func (c *Client) Subscribe(ctx context.Context, req *bridgev1.SubscribeRequest, 
 // stream runs one Subscribe call and returns how it ended (nil: completed
 // with OK), the replica's address, and whether it delivered any event.
 // failures and down describe the streams before it, for OnResubscribed.
-func (c *Client) stream(ctx context.Context, req *bridgev1.SubscribeRequest, h Handler, n, failures int, down time.Time) (*status.Status, string, bool) {
+func (c *Client) stream(ctx context.Context, req *bridgev1.SubscribeRequest, h Handler, n, failures int, down time.Time, cursor *[]byte) (*status.Status, string, bool) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s, err := c.svc.Subscribe(ctx, req)
@@ -262,13 +277,19 @@ func (c *Client) stream(ctx context.Context, req *bridgev1.SubscribeRequest, h H
 		}
 		switch ev := resp.Event.(type) {
 		case *bridgev1.SubscribeResponse_Next:
+			if cur := ev.Next.GetCursor(); cur != nil {
+				*cursor = cur
+			}
 			if h.OnResult != nil {
-				h.OnResult(Result{Data: ev.Next.GetResult(), Sequence: ev.Next.GetSequence(), Stream: n, Peer: peerAddr})
+				h.OnResult(Result{Data: ev.Next.GetResult(), Sequence: ev.Next.GetSequence(), Stream: n, Peer: peerAddr, Cursor: ev.Next.GetCursor()})
 			}
 		case *bridgev1.SubscribeResponse_Batch:
-			if h.OnResult != nil {
-				for _, r := range ev.Batch.GetNexts() {
-					h.OnResult(Result{Data: r.GetResult(), Sequence: r.GetSequence(), Stream: n, Peer: peerAddr})
+			for _, r := range ev.Batch.GetNexts() {
+				if cur := r.GetCursor(); cur != nil {
+					*cursor = cur
+				}
+				if h.OnResult != nil {
+					h.OnResult(Result{Data: r.GetResult(), Sequence: r.GetSequence(), Stream: n, Peer: peerAddr, Cursor: r.GetCursor()})
 				}
 			}
 		case *bridgev1.SubscribeResponse_Lifecycle:
@@ -277,6 +298,28 @@ func (c *Client) stream(ctx context.Context, req *bridgev1.SubscribeRequest, h H
 			}
 		}
 	}
+}
+
+// fromCursor returns req with its resume.cursor_variable set to cursor, a
+// JSON value the bridge sent in Next.cursor.
+func fromCursor(req *bridgev1.SubscribeRequest, cursor []byte) (*bridgev1.SubscribeRequest, error) {
+	name := req.GetResume().GetCursorVariable()
+	if name == "" {
+		return req, nil
+	}
+	v := &structpb.Value{}
+	if err := protojson.Unmarshal(cursor, v); err != nil {
+		return nil, fmt.Errorf("client: the bridge sent a cursor that is not JSON: %w", err)
+	}
+	out := proto.Clone(req).(*bridgev1.SubscribeRequest)
+	if out.Variables == nil {
+		out.Variables = &structpb.Struct{}
+	}
+	if out.Variables.Fields == nil {
+		out.Variables.Fields = map[string]*structpb.Value{}
+	}
+	out.Variables.Fields[name] = v
+	return out, nil
 }
 
 func addrOf(ctx context.Context) string {

@@ -17,9 +17,7 @@ func (c *Conn) serve(l *link) error {
 				return l.drain()
 			}
 			l.results = true
-			if op := c.lookup(env.id); op != nil {
-				op.next(env.payload)
-			}
+			c.deliver(l, env.id, env.payload) // resume.go
 		case msgComplete:
 			if c.closing() {
 				// The owner closed the Conn: its operations end with the

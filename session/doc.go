@@ -10,7 +10,9 @@
 // table, in closecodes.go; docs/design.md explains the package's parts.
 //
 // It never decodes result payloads: the bytes of every "next"/"data" payload
-// reach the operation's [Handler] exactly as the upstream sent them.
+// reach the operation's [Handler] exactly as the upstream sent them. An
+// operation with a [Resume] has each payload scanned, undecoded, for its
+// cursor ([Pointer]), and is resubscribed from the latest one (resume.go).
 //
 // It knows nothing of gRPC, pooling or fan-out; package bridge builds those
 // on top of it.

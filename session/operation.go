@@ -13,6 +13,7 @@ type Request struct {
 	Variables     json.RawMessage // a JSON object, or nil
 	OperationName string
 	Extensions    json.RawMessage // a JSON object, or nil
+	Resume        *Resume         // follow a cursor across resubscriptions (resume.go); nil: don't
 }
 
 // Payload returns the subscribe/start payload for r.
@@ -53,6 +54,7 @@ type Event struct {
 	Code    CloseCode // with Reconnecting: the close code, 0 when no socket opened
 	Reason  string    // with Reconnecting: the close reason or failure
 	Attempt int       // with Reconnecting and Resubscribed
+	Gapless bool      // with Resubscribed: subscribed again from the latest cursor (resume.go)
 }
 
 // Handler receives what happens to one operation. Calls for one operation
@@ -75,8 +77,9 @@ type Operation struct {
 	h       Handler
 
 	// Guarded by c.mu.
-	id         string // wire id on the current socket, "" when not subscribed
-	subscribed bool   // Subscribed was reported
+	id         string       // wire id on the current socket, "" when not subscribed
+	subscribed bool         // Subscribed was reported
+	rs         *resumeState // the cursor it follows (resume.go); nil without Request.Resume
 
 	hmu  sync.Mutex // serialises handler calls
 	done bool       // guarded by hmu: no more handler calls
@@ -90,6 +93,9 @@ func (c *Conn) Subscribe(req Request, h Handler) (*Operation, error) {
 		return nil, fmt.Errorf("session: encode request: %w", err)
 	}
 	op := &Operation{c: c, payload: payload, h: h}
+	if err := op.resumeFrom(req); err != nil { // resume.go
+		return nil, err
+	}
 	c.mu.Lock()
 	if c.state == StateClosed {
 		err := c.err
@@ -122,12 +128,12 @@ func (c *Conn) assignLocked(op *Operation, l *link, silent bool) []byte {
 		if op.subscribed {
 			// The reconnect that succeeded, counted like Reconnecting's
 			// (l.number also counts the connection that was lost).
-			ev = Event{Kind: Resubscribed, Attempt: l.number - 1}
+			ev = Event{Kind: Resubscribed, Attempt: l.number - 1, Gapless: op.gapless()}
 		}
 		op.subscribed = true
 		op.event(ev)
 	}
-	return appendMessage(nil, l.proto.subscribe, op.id, op.payload)
+	return appendMessage(nil, l.proto.subscribe, op.id, op.subscribePayload()) // resume.go
 }
 
 // Stop ends the operation from the owner's side: the upstream is told at

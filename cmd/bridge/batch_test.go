@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -98,5 +99,50 @@ upstreams:
 	}
 	if seq != total {
 		t.Fatalf("%d results, want %d", seq, total)
+	}
+}
+
+// TestSubscribeResume: bridge subscribe --resume-variable/--resume-pointer
+// sends SubscribeRequest.resume and prints the last result's cursor when
+// the stream ends: here when a live result lacks the fifth row the pointer
+// names (INVALID_ARGUMENT, exit 3), after the replay's full batches. One
+// flag without the other is a usage error.
+func TestSubscribeResume(t *testing.T) {
+	demo := startDemo(t, demoupstream.Options{EventEpoch: time.Now().Add(-time.Second), EventInterval: 5 * time.Millisecond})
+	s := startServe(t, `
+server:
+  grpc_address: ADDR
+  admin_address: "off"
+  drain_grace: 100ms
+upstreams:
+  demo:
+    url: `+demo.URL()+`
+    queue: {size: 1000}
+`)
+	const query = "subscription ($after: Int) { eventBatches(after: $after, batchSize: 5) { id } }"
+	var stdout, stderr bytes.Buffer
+	args := []string{"subscribe", "--addr", s.addr, "--upstream", "demo", "--variables", `{"after": 3}`}
+	if code := run(t.Context(), append(args, "--resume-variable", "after", query), &stdout, &stderr); code != 2 ||
+		!strings.Contains(stderr.String(), "--resume-variable and --resume-pointer go together") {
+		t.Fatalf("--resume-variable alone: exit %d, stderr %q", code, stderr.String())
+	}
+	stderr.Reset()
+	code := run(t.Context(), append(args, "--resume-variable", "after", "--resume-pointer", "/data/eventBatches/4/id", query), &stdout, &stderr)
+	if code != 3 || !strings.Contains(stderr.String(), "has no cursor at resume.cursor_pointer") {
+		t.Fatalf("exit %d, stderr %q; want 3 (INVALID_ARGUMENT) for the result without a fifth row", code, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	last := 3
+	for _, l := range lines {
+		var r struct {
+			Data struct{ EventBatches []struct{ ID int } }
+		}
+		if err := json.Unmarshal([]byte(l), &r); err != nil || len(r.Data.EventBatches) != 5 || r.Data.EventBatches[0].ID != last+1 {
+			t.Fatalf("line %q after id %d (%v)", l, last, err)
+		}
+		last = r.Data.EventBatches[4].ID
+	}
+	if want := fmt.Sprintf("last cursor: %d (continue after it with --variables setting after to it)", last); !strings.Contains(stderr.String(), want) {
+		t.Fatalf("stderr %q, want %q", stderr.String(), want)
 	}
 }

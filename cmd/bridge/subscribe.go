@@ -34,6 +34,8 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	vars := fs.String("variables", "", "variables as a JSON object")
 	opName := fs.String("operation-name", "", "operation to run when the document has several")
 	maxBatch := fs.Uint("max-batch", 0, "ask for results in batches of up to `N` (SubscribeRequest.max_batch); each result is still printed as its own line")
+	resumeVar := fs.String("resume-variable", "", "with --resume-pointer: the operation's `variable` that carries the cursor (SubscribeRequest.resume); the last result's cursor is printed when the stream ends")
+	resumePtr := fs.String("resume-pointer", "", "with --resume-variable: JSON `pointer` to the cursor in each result, e.g. /data/events/id")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: bridge subscribe --upstream NAME [flags] QUERY\n\nPrints each result as one JSON line on stdout; lifecycle on stderr.\nWith --resubscribe, subscribes again after a retryable end.\nExit code: the gRPC status code (0 = completed).\n\nFlags:")
 		fs.PrintDefaults()
@@ -53,6 +55,13 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 2
 	}
 	req := &bridgev1.SubscribeRequest{Upstream: *upstream, Query: fs.Arg(0), OperationName: *opName, MaxBatch: uint32(*maxBatch)}
+	if (*resumeVar == "") != (*resumePtr == "") {
+		fmt.Fprintln(stderr, "bridge: --resume-variable and --resume-pointer go together")
+		return 2
+	}
+	if *resumeVar != "" {
+		req.Resume = &bridgev1.Resume{CursorVariable: *resumeVar, CursorPointer: *resumePtr}
+	}
 	if *vars != "" {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(*vars), &m); err != nil {
@@ -85,10 +94,14 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if !*resubscribe {
 		opts = append(opts, client.WithoutResubscribe())
 	}
+	var cursor []byte // of the last result, with --resume-variable
 	err = client.New(conn, opts...).Subscribe(ctx, req, client.Handler{
 		OnResult: func(r client.Result) {
 			stdout.Write(r.Data)
 			io.WriteString(stdout, "\n")
+			if r.Cursor != nil {
+				cursor = r.Cursor
+			}
 		},
 		OnLifecycle: func(l *bridgev1.Lifecycle) { printLifecycle(l, stderr) },
 		OnRetry: func(r client.Retrying) {
@@ -105,6 +118,9 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			fmt.Fprintf(stderr, "resubscribed after %v (%d attempts)\n", r.Down.Round(time.Millisecond), r.Attempts)
 		},
 	})
+	if cursor != nil {
+		fmt.Fprintf(stderr, "last cursor: %s (continue after it with --variables setting %s to it)\n", cursor, *resumeVar)
+	}
 	if err == nil {
 		fmt.Fprintln(stderr, "completed")
 		return 0
@@ -127,6 +143,9 @@ func printLifecycle(l *bridgev1.Lifecycle, stderr io.Writer) {
 	}
 	if l.Attempt != 0 {
 		line += fmt.Sprintf(" attempt=%d", l.Attempt)
+	}
+	if l.Gapless {
+		line += " gapless"
 	}
 	fmt.Fprintln(stderr, "lifecycle:", line)
 }

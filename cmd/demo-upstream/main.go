@@ -34,6 +34,7 @@ func run(args []string) error {
 		`token that connection_init must carry as "Authorization": "Bearer <token>"; empty disables the check (default $DEMO_UPSTREAM_TOKEN)`)
 	ttl := fs.Duration("token-ttl", 0, "close each websocket this long after its connection_init, as if its token expired; 0 disables")
 	keepAlive := fs.Duration("keep-alive", 0, "websocket keep-alive interval; 0 means the default (10s), negative disables")
+	eventInterval := fs.Duration("event-interval", 0, "how often the event log (the events and eventBatches subscriptions) grows; 0 means the default (100ms)")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -56,11 +57,12 @@ func run(args []string) error {
 	defer stop()
 
 	srv, err := demoupstream.Start(demoupstream.Options{
-		Addr:      *addr,
-		Token:     *token,
-		TokenTTL:  *ttl,
-		KeepAlive: *keepAlive,
-		Logger:    log,
+		Addr:          *addr,
+		Token:         *token,
+		TokenTTL:      *ttl,
+		KeepAlive:     *keepAlive,
+		EventInterval: *eventInterval,
+		Logger:        log,
 	})
 	if err != nil {
 		return err

@@ -5,7 +5,10 @@
 // WebSocket with both subprotocols gqlgen implements: the current
 // graphql-transport-ws and the legacy graphql-ws of
 // subscriptions-transport-ws. Its schema (schema.graphqls) has subscriptions
-// that tick, fail, complete at once or never complete, so that a client of
+// that tick, fail, complete at once or never complete, and subscriptions that
+// follow an append-only event log from a cursor (events(after:), and
+// eventBatches(after:, batchSize:) like a Hasura streaming subscription;
+// Options.EventEpoch lets the log outlive a server), so that a client of
 // upstream GraphQL servers can be tested against a server that behaves like
 // the ones it meets in production, including connection_init token checks and
 // connections that the server ends when a token "expires".

@@ -71,6 +71,14 @@ type Options struct {
 	KeepAlive time.Duration
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+	// EventEpoch and EventInterval define the event log of the events and
+	// eventBatches subscriptions: the event with id k is appended at
+	// EventEpoch + k·EventInterval. Default: the server's start, and 100ms.
+	// A test that restarts the upstream gives both servers the same epoch,
+	// and the log goes on as if stored outside the server, growing while
+	// the server is down.
+	EventEpoch    time.Time
+	EventInterval time.Duration
 }
 
 // Stats is what a Server saw, for tests to assert on.
@@ -90,6 +98,7 @@ type Server struct {
 	http     *http.Server
 	addr     string
 	stopBase context.CancelFunc // cancels the context of every request
+	events   eventLog
 
 	// wg counts everything the server runs: the accept loop, websocket
 	// handlers, open websockets, close handshakes, token expiry timers and
@@ -119,6 +128,12 @@ func Start(opts Options) (*Server, error) {
 	if opts.KeepAlive < 0 {
 		opts.KeepAlive = 0 // gqlgen's "disabled"
 	}
+	if opts.EventEpoch.IsZero() {
+		opts.EventEpoch = time.Now()
+	}
+	if opts.EventInterval <= 0 {
+		opts.EventInterval = defaultEventInterval
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -134,6 +149,7 @@ func Start(opts Options) (*Server, error) {
 		log:      log,
 		addr:     ln.Addr().String(),
 		stopBase: stopBase,
+		events:   eventLog{epoch: opts.EventEpoch, interval: opts.EventInterval},
 		conns:    map[*wsConn]struct{}{},
 		changed:  make(chan struct{}),
 	}

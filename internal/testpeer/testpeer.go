@@ -77,6 +77,13 @@ type NodeOptions struct {
 	// KeepAlive, when positive, enables the library's keep-alive: `ka`
 	// messages for LegacyWS, WebSocket ping frames for TransportWS.
 	KeepAlive time.Duration
+	// EventEpoch and EventInterval define the log of the events(after:)
+	// subscription: event id k is appended at EventEpoch + k·EventInterval.
+	// A zero EventEpoch is set to the time StartNode is called, and kept
+	// by Restart, so the log survives restarts and grows meanwhile; zero
+	// EventInterval is the server's default (100ms).
+	EventEpoch    time.Time
+	EventInterval time.Duration
 }
 
 // Node is a running server.mjs process.
@@ -209,6 +216,9 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if opts.EventEpoch.IsZero() {
+		opts.EventEpoch = time.Now()
+	}
 	n := &Node{
 		opts:   opts,
 		script: filepath.Join(dir, "server.mjs"),
@@ -254,6 +264,10 @@ func (n *Node) args(port int) []string {
 	}
 	if n.opts.KeepAlive > 0 {
 		args = append(args, "--keep-alive-ms", strconv.FormatInt(max(1, n.opts.KeepAlive.Milliseconds()), 10))
+	}
+	args = append(args, "--events-epoch-ms", strconv.FormatInt(n.opts.EventEpoch.UnixMilli(), 10))
+	if n.opts.EventInterval > 0 {
+		args = append(args, "--events-interval-ms", strconv.FormatInt(max(1, n.opts.EventInterval.Milliseconds()), 10))
 	}
 	return args
 }

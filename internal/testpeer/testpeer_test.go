@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -691,6 +692,62 @@ func TestCloseRecords(t *testing.T) {
 			}
 			if len(s.Open) != 1 || string(s.Open[0]) != `{"replica":"c"}` {
 				t.Fatalf("open after the closes: %s", s.Open)
+			}
+		})
+	}
+}
+
+// TestEventsLogSurvivesRestart: events(after: k) replays the log from k+1
+// and follows it live; after Restart the same log goes on (it grew while the
+// process was down), and without a cursor the stream starts at the live edge.
+func TestEventsLogSurvivesRestart(t *testing.T) {
+	for _, proto := range protocols {
+		t.Run(string(proto), func(t *testing.T) {
+			t.Parallel()
+			const interval = 5 * time.Millisecond
+			n := StartNode(t, NodeOptions{Protocol: proto, EventEpoch: time.Now().Add(-100 * time.Millisecond), EventInterval: interval})
+			eventID := func(c *client, id string) int {
+				t.Helper()
+				for {
+					m := c.mustRead()
+					if m.ID != id || m.Type == "complete" {
+						continue // what a stopped operation sent
+					}
+					var r struct {
+						Data   struct{ Events struct{ ID int } }
+						Errors json.RawMessage
+					}
+					if err := json.Unmarshal(m.Payload, &r); err != nil || m.Type != c.nextType() || r.Errors != nil || r.Data.Events.ID == 0 {
+						t.Fatalf("got %+v, want an event", m)
+					}
+					return r.Data.Events.ID
+				}
+			}
+			c := dial(t, n, proto)
+			c.initAck(nil)
+			c.subscribe("1", `subscription { events(after: 3) { id at } }`)
+			last := 3
+			for range 40 { // the replay, then live
+				if id := eventID(c, "1"); id != last+1 {
+					t.Fatalf("event %d after %d", id, last)
+				}
+				last++
+			}
+			n.Restart(t)
+			c = dial(t, n, proto)
+			c.initAck(nil)
+			c.subscribe("1", fmt.Sprintf(`subscription { events(after: %d) { id } }`, last))
+			for range 10 {
+				if id := eventID(c, "1"); id != last+1 {
+					t.Fatalf("after the restart: event %d after %d", id, last)
+				}
+				last++
+			}
+			c.stop("1")
+			edge := int(time.Since(n.opts.EventEpoch) / interval)
+			c.subscribe("2", `subscription { events { id } }`)
+			if id := eventID(c, "2"); id <= edge {
+				t.Fatalf("without a cursor the stream started at %d; %d existed before", id, edge)
 			}
 		})
 	}

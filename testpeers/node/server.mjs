@@ -12,6 +12,7 @@
 //   node server.mjs --protocol graphql-transport-ws|graphql-ws [--token T]
 //        [--token-ttl-ms N] [--expiry-close-code C] [--close-after-results N]
 //        [--reject-subscribe-from K] [--keep-alive-ms N] [--port 0]
+//        [--events-epoch-ms T] [--events-interval-ms N]
 //
 // On readiness prints one JSON line to stdout:
 //   {"url":"ws://127.0.0.1:PORT/graphql","control":"http://127.0.0.1:PORT"}
@@ -56,6 +57,8 @@ try {
       'close-after-results': { type: 'string' },
       'reject-subscribe-from': { type: 'string' },
       'keep-alive-ms': { type: 'string' },
+      'events-epoch-ms': { type: 'string' },
+      'events-interval-ms': { type: 'string' },
       port: { type: 'string' },
     },
     strict: true,
@@ -83,6 +86,10 @@ const closeAfterResults = intFlag('close-after-results', 0);
 const rejectSubscribeFrom = intFlag('reject-subscribe-from', 0);
 const keepAliveMs = intFlag('keep-alive-ms', 0);
 const port = intFlag('port', 0);
+// The event log: event id k (from 1) is appended at epoch + k * interval.
+const eventsEpochMs = intFlag('events-epoch-ms', Date.now());
+const eventsIntervalMs = intFlag('events-interval-ms', 100);
+if (eventsIntervalMs <= 0) fail('--events-interval-ms must be positive');
 
 function log(...args) {
   process.stderr.write(`[${protocol}] ${args.join(' ')}\n`);
@@ -207,6 +214,29 @@ function tickerStream({ count, intervalMs, size }) {
   });
 }
 
+// The event log behind `events`: append-only, a function of time, so it grows
+// while no one listens and a process restarted with the same
+// --events-epoch-ms serves the same log (as if it lived in a database).
+const eventAt = (id) => eventsEpochMs + id * eventsIntervalMs;
+const latestEvent = () => Math.max(0, Math.floor((Date.now() - eventsEpochMs) / eventsIntervalMs));
+
+function eventsStream({ after }) {
+  if (after !== null && after !== undefined && after < 0) {
+    throw new GraphQLError('after must not be negative');
+  }
+  // With a cursor: every event after it (a replay), then live. Without: the
+  // next event appended.
+  let id = after === null || after === undefined ? latestEvent() + 1 : after + 1;
+  return trackedStream((emit) => {
+    const timer = setTimeout(() => {
+      const e = { id, at: new Date(eventAt(id)).toISOString() };
+      id++;
+      emit.value({ events: e });
+    }, Math.max(0, eventAt(id) - Date.now()));
+    emit.onCancel(() => clearTimeout(timer));
+  });
+}
+
 function failingStream({ message }) {
   // Fails before the first event. Both libraries turn an error thrown by the
   // event stream into an operation-level `error` message.
@@ -224,8 +254,10 @@ function completeImmediatelyStream() {
 //     ticker(count: Int = 10, intervalMs: Int = 100, size: Int = 0): Tick!
 //     failing(message: String = "boom"): Tick!
 //     completeImmediately: Tick!
+//     events(after: Int): Event!
 //   }
 //   type Tick { n: Int!, at: String!, payload: String }
+//   type Event { id: Int!, at: String! }
 
 const Tick = new GraphQLObjectType({
   name: 'Tick',
@@ -233,6 +265,14 @@ const Tick = new GraphQLObjectType({
     n: { type: new GraphQLNonNull(GraphQLInt) },
     at: { type: new GraphQLNonNull(GraphQLString) },
     payload: { type: GraphQLString },
+  },
+});
+
+const Event = new GraphQLObjectType({
+  name: 'Event',
+  fields: {
+    id: { type: new GraphQLNonNull(GraphQLInt) },
+    at: { type: new GraphQLNonNull(GraphQLString) },
   },
 });
 
@@ -270,6 +310,12 @@ const schema = new GraphQLSchema({
         type: new GraphQLNonNull(Tick),
         subscribe: () => completeImmediatelyStream(),
         resolve: (event) => event,
+      },
+      events: {
+        type: new GraphQLNonNull(Event),
+        args: { after: { type: GraphQLInt } },
+        subscribe: (_src, args) => eventsStream(args),
+        resolve: (event) => event.events,
       },
     },
   }),

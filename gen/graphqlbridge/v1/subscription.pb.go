@@ -34,9 +34,11 @@ const (
 	// The operation was started on the upstream. Sent once, first.
 	Lifecycle_STATE_SUBSCRIBED Lifecycle_State = 1
 	// The upstream connection was lost; the bridge is reconnecting. Results
-	// produced upstream until STATE_RESUBSCRIBED may be missed.
+	// produced upstream until STATE_RESUBSCRIBED may be missed, unless the
+	// request has `resume` (see Lifecycle.gapless).
 	Lifecycle_STATE_RECONNECTING Lifecycle_State = 2
-	// The operation runs again on a new upstream connection.
+	// The operation runs again on a new upstream connection; `gapless`
+	// says whether results may have been missed meanwhile.
 	Lifecycle_STATE_RESUBSCRIBED Lifecycle_State = 3
 )
 
@@ -80,7 +82,7 @@ func (x Lifecycle_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Lifecycle_State.Descriptor instead.
 func (Lifecycle_State) EnumDescriptor() ([]byte, []int) {
-	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{4, 0}
+	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{5, 0}
 }
 
 // SubscribeRequest names an upstream and the GraphQL operation to run there.
@@ -116,7 +118,28 @@ type SubscribeRequest struct {
 	//
 	// A value above the bridge's maximum (server.max_batch, default 1024) is
 	// refused with INVALID_ARGUMENT; the message states the maximum.
-	MaxBatch      uint32 `protobuf:"varint,6,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	MaxBatch uint32 `protobuf:"varint,6,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	// Makes the stream gapless across the bridge's resubscriptions, for an
+	// operation that takes a cursor (a Hasura streaming subscription's
+	// `cursor: {initial_value: ...}`, an `after:` or `since:` argument).
+	// Optional: without it a resubscription starts at the upstream's live
+	// edge, and results produced meanwhile are lost (STATE_RECONNECTING).
+	//
+	// With it, the bridge reads the cursor from every result and, whenever it
+	// subscribes the operation again (after a reconnect, a credential refresh
+	// or a credential rotation), sends `variables` with the cursor variable set
+	// to the cursor of the last result the upstream sent: the upstream
+	// replays what it produced meanwhile, with neither a gap nor a repeat
+	// (STATE_RESUBSCRIBED says so with `gapless`). Each result's Next.cursor
+	// is that cursor, so a caller that must subscribe again itself (the
+	// stream ended with UNAVAILABLE, the caller restarted) sets the variable
+	// to the last cursor it processed and continues on any replica.
+	//
+	// A request whose pointer does not parse, or whose cursor variable the
+	// operation does not declare, is refused with INVALID_ARGUMENT; a result
+	// in which the pointer finds no cursor ends the stream with
+	// INVALID_ARGUMENT naming that result's sequence (docs/status.md).
+	Resume        *Resume `protobuf:"bytes,7,opt,name=resume,proto3" json:"resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,6 +216,79 @@ func (x *SubscribeRequest) GetMaxBatch() uint32 {
 	return 0
 }
 
+func (x *SubscribeRequest) GetResume() *Resume {
+	if x != nil {
+		return x.Resume
+	}
+	return nil
+}
+
+// Resume says where an operation's cursor is: in each result, and in the
+// variables of the operation.
+type Resume struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name (without `$`) of the operation's variable that carries the
+	// cursor, for example "after". The operation must declare it. Its value
+	// in `variables`, if any, is where the stream starts; absent or null
+	// starts wherever the upstream starts without a cursor (usually the live
+	// edge), and then the stream is gapless only from its first result on.
+	CursorVariable string `protobuf:"bytes,1,opt,name=cursor_variable,json=cursorVariable,proto3" json:"cursor_variable,omitempty"`
+	// An RFC 6901 JSON Pointer to the cursor in each result (an
+	// ExecutionResult, so it normally starts with "/data"), for example
+	// "/data/events/id". One extension: the segment "-" names the last
+	// element of an array, as in "/data/events_stream/-/created_at" for
+	// subscriptions whose results are lists of rows. The value found (any
+	// JSON but null) is the cursor, passed back to the upstream as is. At
+	// most 1024 bytes.
+	CursorPointer string `protobuf:"bytes,2,opt,name=cursor_pointer,json=cursorPointer,proto3" json:"cursor_pointer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resume) Reset() {
+	*x = Resume{}
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resume) ProtoMessage() {}
+
+func (x *Resume) ProtoReflect() protoreflect.Message {
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resume.ProtoReflect.Descriptor instead.
+func (*Resume) Descriptor() ([]byte, []int) {
+	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Resume) GetCursorVariable() string {
+	if x != nil {
+		return x.CursorVariable
+	}
+	return ""
+}
+
+func (x *Resume) GetCursorPointer() string {
+	if x != nil {
+		return x.CursorPointer
+	}
+	return ""
+}
+
 // SubscribeResponse is one event of the stream: a result, a batch of
 // results, or a lifecycle change.
 type SubscribeResponse struct {
@@ -211,7 +307,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[1]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -223,7 +319,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[1]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -236,7 +332,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{1}
+	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SubscribeResponse) GetEvent() isSubscribeResponse_Event {
@@ -315,7 +411,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[2]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +423,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[2]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +436,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{2}
+	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Batch) GetNexts() []*Next {
@@ -358,14 +454,23 @@ type Next struct {
 	Result []byte `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
 	// Counts the results of this subscription from 1. A gap means results were
 	// dropped because this caller read too slowly (the drop_oldest policy).
-	Sequence      uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// With SubscribeRequest.resume: the cursor of this result, as JSON (for
+	// example `42` or `"2024-05-01T12:00:00Z"`), byte for byte as found in the
+	// result. Setting the cursor variable to it in a new Subscribe continues
+	// the stream right after this result. Empty without resume.
+	//
+	// Note that `variables` is a google.protobuf.Struct, whose numbers are
+	// doubles: a numeric cursor above 2^53 does not survive the trip back;
+	// such cursors must be strings in the upstream's schema.
+	Cursor        []byte `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Next) Reset() {
 	*x = Next{}
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[3]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +482,7 @@ func (x *Next) String() string {
 func (*Next) ProtoMessage() {}
 
 func (x *Next) ProtoReflect() protoreflect.Message {
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[3]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +495,7 @@ func (x *Next) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Next.ProtoReflect.Descriptor instead.
 func (*Next) Descriptor() ([]byte, []int) {
-	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{3}
+	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Next) GetResult() []byte {
@@ -407,6 +512,13 @@ func (x *Next) GetSequence() uint64 {
 	return 0
 }
 
+func (x *Next) GetCursor() []byte {
+	if x != nil {
+		return x.Cursor
+	}
+	return nil
+}
+
 // Lifecycle reports a change in the state of the upstream operation.
 type Lifecycle struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -421,14 +533,22 @@ type Lifecycle struct {
 	CloseReason string `protobuf:"bytes,3,opt,name=close_reason,json=closeReason,proto3" json:"close_reason,omitempty"`
 	// With STATE_RECONNECTING and STATE_RESUBSCRIBED: the reconnect attempt,
 	// counted from 1 since the connection was last healthy.
-	Attempt       uint32 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt uint32 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// With STATE_RESUBSCRIBED: true when the operation was subscribed again
+	// from the cursor of the last result the upstream sent (the request has
+	// `resume` and a cursor was known), so the upstream replays whatever
+	// it produced meanwhile: no result was missed and none is repeated.
+	// False when results produced during the outage may be missing: the
+	// request has no `resume`, or no cursor was known yet (no result had
+	// arrived and `variables` held no cursor).
+	Gapless       bool `protobuf:"varint,5,opt,name=gapless,proto3" json:"gapless,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Lifecycle) Reset() {
 	*x = Lifecycle{}
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[4]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +560,7 @@ func (x *Lifecycle) String() string {
 func (*Lifecycle) ProtoMessage() {}
 
 func (x *Lifecycle) ProtoReflect() protoreflect.Message {
-	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[4]
+	mi := &file_graphqlbridge_v1_subscription_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +573,7 @@ func (x *Lifecycle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lifecycle.ProtoReflect.Descriptor instead.
 func (*Lifecycle) Descriptor() ([]byte, []int) {
-	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{4}
+	return file_graphqlbridge_v1_subscription_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Lifecycle) GetState() Lifecycle_State {
@@ -484,11 +604,18 @@ func (x *Lifecycle) GetAttempt() uint32 {
 	return 0
 }
 
+func (x *Lifecycle) GetGapless() bool {
+	if x != nil {
+		return x.Gapless
+	}
+	return false
+}
+
 var File_graphqlbridge_v1_subscription_proto protoreflect.FileDescriptor
 
 const file_graphqlbridge_v1_subscription_proto_rawDesc = "" +
 	"\n" +
-	"#graphqlbridge/v1/subscription.proto\x12\x10graphqlbridge.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xf8\x01\n" +
+	"#graphqlbridge/v1/subscription.proto\x12\x10graphqlbridge.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xaa\x02\n" +
 	"\x10SubscribeRequest\x12\x1a\n" +
 	"\bupstream\x18\x01 \x01(\tR\bupstream\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\tR\x05query\x125\n" +
@@ -497,23 +624,29 @@ const file_graphqlbridge_v1_subscription_proto_rawDesc = "" +
 	"\n" +
 	"extensions\x18\x05 \x01(\v2\x17.google.protobuf.StructR\n" +
 	"extensions\x12\x1b\n" +
-	"\tmax_batch\x18\x06 \x01(\rR\bmaxBatch\"\xb8\x01\n" +
+	"\tmax_batch\x18\x06 \x01(\rR\bmaxBatch\x120\n" +
+	"\x06resume\x18\a \x01(\v2\x18.graphqlbridge.v1.ResumeR\x06resume\"X\n" +
+	"\x06Resume\x12'\n" +
+	"\x0fcursor_variable\x18\x01 \x01(\tR\x0ecursorVariable\x12%\n" +
+	"\x0ecursor_pointer\x18\x02 \x01(\tR\rcursorPointer\"\xb8\x01\n" +
 	"\x11SubscribeResponse\x12,\n" +
 	"\x04next\x18\x01 \x01(\v2\x16.graphqlbridge.v1.NextH\x00R\x04next\x12;\n" +
 	"\tlifecycle\x18\x02 \x01(\v2\x1b.graphqlbridge.v1.LifecycleH\x00R\tlifecycle\x12/\n" +
 	"\x05batch\x18\x03 \x01(\v2\x17.graphqlbridge.v1.BatchH\x00R\x05batchB\a\n" +
 	"\x05event\"5\n" +
 	"\x05Batch\x12,\n" +
-	"\x05nexts\x18\x01 \x03(\v2\x16.graphqlbridge.v1.NextR\x05nexts\":\n" +
+	"\x05nexts\x18\x01 \x03(\v2\x16.graphqlbridge.v1.NextR\x05nexts\"R\n" +
 	"\x04Next\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\x86\x02\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x16\n" +
+	"\x06cursor\x18\x03 \x01(\fR\x06cursor\"\xa0\x02\n" +
 	"\tLifecycle\x127\n" +
 	"\x05state\x18\x01 \x01(\x0e2!.graphqlbridge.v1.Lifecycle.StateR\x05state\x12\x1d\n" +
 	"\n" +
 	"close_code\x18\x02 \x01(\rR\tcloseCode\x12!\n" +
 	"\fclose_reason\x18\x03 \x01(\tR\vcloseReason\x12\x18\n" +
-	"\aattempt\x18\x04 \x01(\rR\aattempt\"d\n" +
+	"\aattempt\x18\x04 \x01(\rR\aattempt\x12\x18\n" +
+	"\agapless\x18\x05 \x01(\bR\agapless\"d\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STATE_SUBSCRIBED\x10\x01\x12\x16\n" +
@@ -536,31 +669,33 @@ func file_graphqlbridge_v1_subscription_proto_rawDescGZIP() []byte {
 }
 
 var file_graphqlbridge_v1_subscription_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_graphqlbridge_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_graphqlbridge_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_graphqlbridge_v1_subscription_proto_goTypes = []any{
 	(Lifecycle_State)(0),      // 0: graphqlbridge.v1.Lifecycle.State
 	(*SubscribeRequest)(nil),  // 1: graphqlbridge.v1.SubscribeRequest
-	(*SubscribeResponse)(nil), // 2: graphqlbridge.v1.SubscribeResponse
-	(*Batch)(nil),             // 3: graphqlbridge.v1.Batch
-	(*Next)(nil),              // 4: graphqlbridge.v1.Next
-	(*Lifecycle)(nil),         // 5: graphqlbridge.v1.Lifecycle
-	(*structpb.Struct)(nil),   // 6: google.protobuf.Struct
+	(*Resume)(nil),            // 2: graphqlbridge.v1.Resume
+	(*SubscribeResponse)(nil), // 3: graphqlbridge.v1.SubscribeResponse
+	(*Batch)(nil),             // 4: graphqlbridge.v1.Batch
+	(*Next)(nil),              // 5: graphqlbridge.v1.Next
+	(*Lifecycle)(nil),         // 6: graphqlbridge.v1.Lifecycle
+	(*structpb.Struct)(nil),   // 7: google.protobuf.Struct
 }
 var file_graphqlbridge_v1_subscription_proto_depIdxs = []int32{
-	6, // 0: graphqlbridge.v1.SubscribeRequest.variables:type_name -> google.protobuf.Struct
-	6, // 1: graphqlbridge.v1.SubscribeRequest.extensions:type_name -> google.protobuf.Struct
-	4, // 2: graphqlbridge.v1.SubscribeResponse.next:type_name -> graphqlbridge.v1.Next
-	5, // 3: graphqlbridge.v1.SubscribeResponse.lifecycle:type_name -> graphqlbridge.v1.Lifecycle
-	3, // 4: graphqlbridge.v1.SubscribeResponse.batch:type_name -> graphqlbridge.v1.Batch
-	4, // 5: graphqlbridge.v1.Batch.nexts:type_name -> graphqlbridge.v1.Next
-	0, // 6: graphqlbridge.v1.Lifecycle.state:type_name -> graphqlbridge.v1.Lifecycle.State
-	1, // 7: graphqlbridge.v1.SubscriptionService.Subscribe:input_type -> graphqlbridge.v1.SubscribeRequest
-	2, // 8: graphqlbridge.v1.SubscriptionService.Subscribe:output_type -> graphqlbridge.v1.SubscribeResponse
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	7, // 0: graphqlbridge.v1.SubscribeRequest.variables:type_name -> google.protobuf.Struct
+	7, // 1: graphqlbridge.v1.SubscribeRequest.extensions:type_name -> google.protobuf.Struct
+	2, // 2: graphqlbridge.v1.SubscribeRequest.resume:type_name -> graphqlbridge.v1.Resume
+	5, // 3: graphqlbridge.v1.SubscribeResponse.next:type_name -> graphqlbridge.v1.Next
+	6, // 4: graphqlbridge.v1.SubscribeResponse.lifecycle:type_name -> graphqlbridge.v1.Lifecycle
+	4, // 5: graphqlbridge.v1.SubscribeResponse.batch:type_name -> graphqlbridge.v1.Batch
+	5, // 6: graphqlbridge.v1.Batch.nexts:type_name -> graphqlbridge.v1.Next
+	0, // 7: graphqlbridge.v1.Lifecycle.state:type_name -> graphqlbridge.v1.Lifecycle.State
+	1, // 8: graphqlbridge.v1.SubscriptionService.Subscribe:input_type -> graphqlbridge.v1.SubscribeRequest
+	3, // 9: graphqlbridge.v1.SubscriptionService.Subscribe:output_type -> graphqlbridge.v1.SubscribeResponse
+	9, // [9:10] is the sub-list for method output_type
+	8, // [8:9] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_graphqlbridge_v1_subscription_proto_init() }
@@ -568,7 +703,7 @@ func file_graphqlbridge_v1_subscription_proto_init() {
 	if File_graphqlbridge_v1_subscription_proto != nil {
 		return
 	}
-	file_graphqlbridge_v1_subscription_proto_msgTypes[1].OneofWrappers = []any{
+	file_graphqlbridge_v1_subscription_proto_msgTypes[2].OneofWrappers = []any{
 		(*SubscribeResponse_Next)(nil),
 		(*SubscribeResponse_Lifecycle)(nil),
 		(*SubscribeResponse_Batch)(nil),
@@ -579,7 +714,7 @@ func file_graphqlbridge_v1_subscription_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_graphqlbridge_v1_subscription_proto_rawDesc), len(file_graphqlbridge_v1_subscription_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -2,6 +2,14 @@
 
 package graph
 
+// An entry of the event log.
+type Event struct {
+	// Its position in the log, from 1: the cursor.
+	ID int `json:"id"`
+	// When it was appended (RFC 3339, UTC).
+	At string `json:"at"`
+}
+
 type Query struct {
 }
 
