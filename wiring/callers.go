@@ -1,0 +1,107 @@
+package wiring
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/gqlbridge/gqlbridge/access"
+	"github.com/gqlbridge/gqlbridge/bridge"
+	"github.com/gqlbridge/gqlbridge/config"
+)
+
+// forwardedIdentity reads the forwarded credential of upstreams that use
+// one: the caller's metadata value (without a "Bearer " prefix) becomes the
+// pool key, so each caller identity gets its own upstream connections.
+func forwardedIdentity(cfg *config.Config) func(context.Context, string) (string, error) {
+	keys := map[string]string{}
+	for name, u := range cfg.Upstreams {
+		if u.Token != nil && u.Token.Forward != "" {
+			keys[name] = strings.ToLower(u.Token.Forward)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	return func(ctx context.Context, upstream string) (string, error) {
+		key, ok := keys[upstream]
+		if !ok {
+			return "", nil
+		}
+		md, _ := metadata.FromIncomingContext(ctx)
+		vals := md.Get(key)
+		if len(vals) == 0 || strings.TrimSpace(vals[0]) == "" {
+			return "", &bridge.RequestError{Code: codes.Unauthenticated, Reason: bridge.ReasonCallerUnauthorized,
+				Msg: fmt.Sprintf("upstream %s uses the caller's own credential: send it in the %q metadata", upstream, key)}
+		}
+		v, found := strings.CutPrefix(vals[0], "Bearer ")
+		if !found {
+			v, _ = strings.CutPrefix(vals[0], "bearer ")
+		}
+		return strings.TrimSpace(v), nil
+	}
+}
+
+// callerPolicy builds server.callers into an access policy; nil when no
+// callers are configured.
+func callerPolicy(cfg *config.Config) (*access.Policy, error) {
+	if len(cfg.Server.Callers) == 0 {
+		return nil, nil
+	}
+	var callers []access.Caller
+	for _, name := range sortedKeys(cfg.Server.Callers) {
+		c := cfg.Server.Callers[name]
+		ac := access.Caller{Name: name, Subject: c.Subject, Upstreams: c.Upstreams}
+		var tok string
+		switch {
+		case c.TokenFile != "":
+			b, err := os.ReadFile(c.TokenFile)
+			if err != nil {
+				return nil, fmt.Errorf("server.callers.%s.token_file: %v", name, err)
+			}
+			tok = strings.TrimSpace(string(b))
+		case c.TokenEnv != "":
+			tok = os.Getenv(c.TokenEnv)
+			if tok == "" {
+				return nil, fmt.Errorf("server.callers.%s.token_env: %s is not set", name, c.TokenEnv)
+			}
+		}
+		if tok != "" {
+			sum := sha256.Sum256([]byte(tok))
+			ac.TokenSHA256 = &sum
+		}
+		callers = append(callers, ac)
+	}
+	return access.New(callers)
+}
+
+// authorize maps the access policy's decisions to request errors.
+func authorize(p *access.Policy) func(context.Context, string) error {
+	return func(ctx context.Context, upstream string) error {
+		_, err := p.Authorize(ctx, upstream)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, access.ErrForbidden):
+			return &bridge.RequestError{Code: codes.PermissionDenied, Reason: bridge.ReasonCallerForbidden, Msg: err.Error()}
+		default:
+			return &bridge.RequestError{Code: codes.Unauthenticated, Reason: bridge.ReasonCallerUnauthorized, Msg: err.Error()}
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
