@@ -3,7 +3,6 @@ package wiring
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -11,6 +10,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 
 	"github.com/gqlbridge/gqlbridge/access"
 	"github.com/gqlbridge/gqlbridge/bridge"
@@ -82,19 +83,32 @@ func callerPolicy(cfg *config.Config) (*access.Policy, error) {
 	return access.New(callers)
 }
 
-// authorize maps the access policy's decisions to request errors.
-func authorize(p *access.Policy) func(context.Context, string) error {
-	return func(ctx context.Context, upstream string) error {
-		_, err := p.Authorize(ctx, upstream)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, access.ErrForbidden):
-			return &bridge.RequestError{Code: codes.PermissionDenied, Reason: bridge.ReasonCallerForbidden, Msg: err.Error()}
-		default:
-			return &bridge.RequestError{Code: codes.Unauthenticated, Reason: bridge.ReasonCallerUnauthorized, Msg: err.Error()}
+// authenticate is the auth interceptor's check (see interceptors): the
+// caller must be one the policy knows, or the call ends with
+// UNAUTHENTICATED before its request is read, so that an unknown caller
+// learns nothing, not even which upstreams exist. The caller rides on the
+// context to authorize.
+func authenticate(p *access.Policy) auth.AuthFunc {
+	return func(ctx context.Context) (context.Context, error) {
+		c, err := p.Authenticate(ctx)
+		if err != nil {
+			return nil, bridge.Status("", &bridge.RequestError{Code: codes.Unauthenticated, Reason: bridge.ReasonCallerUnauthorized, Msg: err.Error()}).Err()
 		}
+		return access.NewContext(ctx, c), nil
 	}
+}
+
+// authorize checks that the caller authenticate found may use the upstream
+// it names: PERMISSION_DENIED if not.
+func authorize(ctx context.Context, upstream string) error {
+	c, ok := access.FromContext(ctx)
+	if !ok { // authenticate did not run: refuse rather than let in
+		return &bridge.RequestError{Code: codes.Unauthenticated, Reason: bridge.ReasonCallerUnauthorized, Msg: access.ErrUnauthenticated.Error()}
+	}
+	if err := c.Allows(upstream); err != nil {
+		return &bridge.RequestError{Code: codes.PermissionDenied, Reason: bridge.ReasonCallerForbidden, Msg: err.Error()}
+	}
+	return nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

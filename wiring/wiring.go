@@ -100,13 +100,13 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 		o.Registry.MustRegister(srvMetrics)
 	}
 	if policy != nil {
-		bcfg.Authorize = authorize(policy)
+		bcfg.Authorize = authorize
 	}
 	if s.Bridge, err = bridge.New(bcfg); err != nil {
 		s.closeAll()
 		return nil, err
 	}
-	opts, err := serverOptions(cfg, s.Bridge, log, srvMetrics)
+	opts, err := serverOptions(cfg, s.Bridge, log, srvMetrics, policy)
 	if err != nil {
 		s.closeAll()
 		return nil, err
