@@ -627,14 +627,7 @@ func validFieldName(s string) bool {
 }
 
 // Names returns the upstream names, sorted.
-func (c *Config) Names() []string {
-	names := make([]string, 0, len(c.Upstreams))
-	for n := range c.Upstreams {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func (c *Config) Names() []string { return slices.Sorted(maps.Keys(c.Upstreams)) }
 
 // ClassOverrides returns close_codes as code → class name.
 func (u *Upstream) ClassOverrides() map[int]string { return u.CloseCodes }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -42,11 +43,10 @@ func forwardedIdentity(cfg *config.Config) func(context.Context, string) (string
 			return "", &bridge.RequestError{Code: codes.Unauthenticated, Reason: bridge.ReasonCallerUnauthorized,
 				Msg: fmt.Sprintf("upstream %s uses the caller's own credential: send it in the %q metadata", upstream, key)}
 		}
-		v, found := strings.CutPrefix(vals[0], "Bearer ")
-		if !found {
-			v, _ = strings.CutPrefix(vals[0], "bearer ")
+		if tok, ok := access.Bearer(vals[0]); ok {
+			return tok, nil
 		}
-		return strings.TrimSpace(v), nil
+		return strings.TrimSpace(vals[0]), nil
 	}
 }
 
@@ -57,7 +57,7 @@ func callerPolicy(cfg *config.Config) (*access.Policy, error) {
 		return nil, nil
 	}
 	var callers []access.Caller
-	for _, name := range sortedKeys(cfg.Server.Callers) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Server.Callers)) {
 		c := cfg.Server.Callers[name]
 		ac := access.Caller{Name: name, Subject: c.Subject, Upstreams: c.Upstreams}
 		var tok string
@@ -109,13 +109,4 @@ func authorize(ctx context.Context, upstream string) error {
 		return &bridge.RequestError{Code: codes.PermissionDenied, Reason: bridge.ReasonCallerForbidden, Msg: err.Error()}
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

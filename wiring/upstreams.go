@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -137,11 +136,11 @@ func (s *Service) tokenSource(name string, t *config.Token) (credential.Source, 
 	case t.Callback != nil:
 		creds := insecure.NewCredentials()
 		if t.Callback.CAFile != "" {
-			tc, err := credentials.NewClientTLSFromFile(t.Callback.CAFile, "")
+			pool, err := certPool("token.callback.ca_file", t.Callback.CAFile)
 			if err != nil {
-				return nil, fmt.Errorf("token.callback.ca_file: %v", err)
+				return nil, err
 			}
-			creds = tc
+			creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 		}
 		conn, err := grpc.NewClient(t.Callback.Target, grpc.WithTransportCredentials(creds))
 		if err != nil {
@@ -205,33 +204,4 @@ func handshake(name string, u *config.Upstream, src credential.Source, fixed str
 		}
 		return hs, nil
 	}, nil
-}
-
-// upstreamHTTPClient carries an upstream's TLS settings.
-func upstreamHTTPClient(t *config.UpstreamTLS) (*http.Client, error) {
-	if t == nil {
-		return nil, nil
-	}
-	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %s holds no PEM certificate", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file/key_file: %v", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tc
-	return &http.Client{Transport: tr}, nil
 }
