@@ -137,11 +137,12 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, pools: map[string]*upstreamPool{}, log: cfg.Logger, drained: make(chan struct{}),
 		budget: newQueueBudget(int64(cfg.MaxQueuedBytes))}
 	cfg.Metrics.reportBudget(s.budget)
-	for name, up := range cfg.Upstreams {
+	for name, given := range cfg.Upstreams {
 		// Refuse at start what every Subscribe would fail on.
-		if _, err := session.CheckURL(up.Session.URL); err != nil {
+		if _, err := session.CheckURL(given.Session.URL); err != nil {
 			return nil, fmt.Errorf("bridge: upstream %s: url %w", name, err)
 		}
+		up := *given // the defaults go into a copy: the caller's Upstream stays as given
 		if up.MaxOpsPerConn <= 0 {
 			up.MaxOpsPerConn = 1000
 		}
@@ -154,7 +155,7 @@ func New(cfg Config) (*Server, error) {
 		if up.IdleTimeout <= 0 {
 			up.IdleTimeout = 30 * time.Second
 		}
-		s.pools[name] = newUpstreamPool(name, up, cfg.Logger, cfg.Metrics, s.budget)
+		s.pools[name] = newUpstreamPool(name, &up, cfg.Logger, cfg.Metrics, s.budget)
 	}
 	return s, nil
 }
