@@ -117,19 +117,19 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("bridge: no upstreams configured")
 	}
 	if cfg.MaxQueryBytes <= 0 {
-		cfg.MaxQueryBytes = 64 << 10
+		cfg.MaxQueryBytes = DefaultMaxQueryBytes
 	}
 	if cfg.MaxVariablesBytes <= 0 {
-		cfg.MaxVariablesBytes = 64 << 10
+		cfg.MaxVariablesBytes = DefaultMaxVariablesBytes
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = defaultMaxBatch
+		cfg.MaxBatch = DefaultMaxBatch
 	}
 	if cfg.MaxBatchBytes <= 0 {
-		cfg.MaxBatchBytes = defaultMaxBatchBytes
+		cfg.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	if cfg.MaxQueuedBytes <= 0 {
-		cfg.MaxQueuedBytes = 256 << 20
+		cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -144,16 +144,16 @@ func New(cfg Config) (*Server, error) {
 		}
 		up := *given // the defaults go into a copy: the caller's Upstream stays as given
 		if up.MaxOpsPerConn <= 0 {
-			up.MaxOpsPerConn = 1000
+			up.MaxOpsPerConn = DefaultMaxOpsPerConn
 		}
 		if up.QueueSize <= 0 {
-			up.QueueSize = 128
+			up.QueueSize = DefaultQueueSize
 		}
 		if up.QueueMaxBytes <= 0 {
-			up.QueueMaxBytes = 16 << 20
+			up.QueueMaxBytes = DefaultQueueMaxBytes
 		}
 		if up.IdleTimeout <= 0 {
-			up.IdleTimeout = 30 * time.Second
+			up.IdleTimeout = DefaultIdleTimeout
 		}
 		s.pools[name] = newUpstreamPool(name, &up, cfg.Logger, cfg.Metrics, s.budget)
 	}
