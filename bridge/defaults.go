@@ -19,3 +19,10 @@ const (
 	DefaultQueueMaxBytes = 16 << 20         // Upstream.QueueMaxBytes
 	DefaultIdleTimeout   = 30 * time.Second // Upstream.IdleTimeout
 )
+
+// orDefault sets *v to d when it is not positive.
+func orDefault[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}

@@ -116,21 +116,11 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.Upstreams) == 0 {
 		return nil, errors.New("bridge: no upstreams configured")
 	}
-	if cfg.MaxQueryBytes <= 0 {
-		cfg.MaxQueryBytes = DefaultMaxQueryBytes
-	}
-	if cfg.MaxVariablesBytes <= 0 {
-		cfg.MaxVariablesBytes = DefaultMaxVariablesBytes
-	}
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = DefaultMaxBatch
-	}
-	if cfg.MaxBatchBytes <= 0 {
-		cfg.MaxBatchBytes = DefaultMaxBatchBytes
-	}
-	if cfg.MaxQueuedBytes <= 0 {
-		cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
-	}
+	orDefault(&cfg.MaxQueryBytes, DefaultMaxQueryBytes)
+	orDefault(&cfg.MaxVariablesBytes, DefaultMaxVariablesBytes)
+	orDefault(&cfg.MaxBatch, DefaultMaxBatch)
+	orDefault(&cfg.MaxBatchBytes, DefaultMaxBatchBytes)
+	orDefault(&cfg.MaxQueuedBytes, DefaultMaxQueuedBytes)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -143,18 +133,10 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("bridge: upstream %s: url %w", name, err)
 		}
 		up := *given // the defaults go into a copy: the caller's Upstream stays as given
-		if up.MaxOpsPerConn <= 0 {
-			up.MaxOpsPerConn = DefaultMaxOpsPerConn
-		}
-		if up.QueueSize <= 0 {
-			up.QueueSize = DefaultQueueSize
-		}
-		if up.QueueMaxBytes <= 0 {
-			up.QueueMaxBytes = DefaultQueueMaxBytes
-		}
-		if up.IdleTimeout <= 0 {
-			up.IdleTimeout = DefaultIdleTimeout
-		}
+		orDefault(&up.MaxOpsPerConn, DefaultMaxOpsPerConn)
+		orDefault(&up.QueueSize, DefaultQueueSize)
+		orDefault(&up.QueueMaxBytes, DefaultQueueMaxBytes)
+		orDefault(&up.IdleTimeout, DefaultIdleTimeout)
 		s.pools[name] = newUpstreamPool(name, &up, cfg.Logger, cfg.Metrics, s.budget)
 	}
 	return s, nil
