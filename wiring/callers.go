@@ -9,10 +9,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 
 	"github.com/gqlbridge/gqlbridge/access"
 	"github.com/gqlbridge/gqlbridge/bridge"

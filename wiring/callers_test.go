@@ -22,15 +22,18 @@ import (
 	"github.com/gqlbridge/gqlbridge/internal/rpcstatus"
 )
 
-// serveConfig builds the service of a configuration file and serves it on
-// loopback until the test ends; it returns a client connection.
-func serveConfig(t *testing.T, yaml string) *grpc.ClientConn {
+// serveConfig builds the service of a configuration file with o and serves
+// it on loopback until the test ends; it returns a client connection.
+func serveConfig(t *testing.T, yaml string, o Options) *grpc.ClientConn {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	svc, err := New(cfg, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +90,7 @@ server:
 upstreams:
   a: {url: "ws://127.0.0.1:1/graphql"}
   b: {url: "ws://127.0.0.1:1/graphql"}
-`)
+`, Options{})
 	h, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{})
 	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health without a credential: %v, %v", h, err)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -24,9 +25,9 @@ import (
 // tokenPlaceholder is replaced by the token in connection_params and headers.
 const tokenPlaceholder = "{{token}}"
 
-// upstreams turns the configuration into the service's upstreams; onState,
-// when set, hears their connections' state changes.
-func (s *Service) upstreams(onState func(string, session.StateChange)) (map[string]*bridge.Upstream, error) {
+// upstreams turns the configuration into the service's upstreams, whose
+// connections log to log; onState, when set, hears their state changes.
+func (s *Service) upstreams(log *slog.Logger, onState func(string, session.StateChange)) (map[string]*bridge.Upstream, error) {
 	out := make(map[string]*bridge.Upstream, len(s.cfg.Upstreams))
 	for name, u := range s.cfg.Upstreams {
 		src, err := s.tokenSource(name, u.Token)
@@ -85,6 +86,7 @@ func (s *Service) upstreams(onState func(string, session.StateChange)) (map[stri
 					MaxElapsed: u.Retry.MaxElapsed, StableAfter: u.Retry.StableAfter},
 				Policy:  session.Policy{Overrides: overrides},
 				OnState: hook,
+				Logger:  log.With("upstream", name),
 			},
 			HandshakeFor:     handshakeFor,
 			MaxOpsPerConn:    u.MaxOperationsPerConnection,

@@ -70,7 +70,7 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 		log = slog.Default()
 	}
 	s := &Service{cfg: cfg, reg: o.Registry, started: time.Now()}
-	ups, err := s.upstreams(o.OnState)
+	ups, err := s.upstreams(log, o.OnState)
 	if err != nil {
 		s.closeAll()
 		return nil, err
