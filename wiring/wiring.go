@@ -108,6 +108,7 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 	}
 	opts, err := serverOptions(cfg, s.Bridge, log, srvMetrics, policy)
 	if err != nil {
+		s.Bridge.Close()
 		s.closeAll()
 		return nil, err
 	}
