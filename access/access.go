@@ -38,7 +38,7 @@ var (
 	ErrForbidden = errors.New("caller may not use this upstream")
 )
 
-// Policy authenticates callers. A nil *Policy lets everyone in.
+// Policy authenticates callers.
 type Policy struct {
 	byToken   map[[32]byte]*Caller
 	bySubject map[string]*Caller
@@ -69,7 +69,8 @@ func New(callers []Caller) (*Policy, error) {
 }
 
 // Authenticate finds the caller of ctx: by a verified client certificate
-// first, else by "authorization: Bearer TOKEN" metadata.
+// first, else by "authorization: Bearer TOKEN" metadata. Its error wraps
+// ErrUnauthenticated and never quotes what the caller presented.
 func (p *Policy) Authenticate(ctx context.Context) (*Caller, error) {
 	if pr, ok := peer.FromContext(ctx); ok {
 		if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
@@ -82,32 +83,48 @@ func (p *Policy) Authenticate(ctx context.Context) (*Caller, error) {
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
-		tok, ok := strings.CutPrefix(v, "Bearer ")
-		if !ok {
-			tok, ok = strings.CutPrefix(v, "bearer ")
-		}
+		tok, ok := Bearer(v)
 		if !ok {
 			continue
 		}
-		if c := p.byToken[sha256.Sum256([]byte(strings.TrimSpace(tok)))]; c != nil {
+		if c := p.byToken[sha256.Sum256([]byte(tok))]; c != nil {
 			return c, nil
 		}
 	}
-	return nil, ErrUnauthenticated
+	return nil, fmt.Errorf("%w: present a bearer token in the authorization metadata or a client certificate the bridge knows", ErrUnauthenticated)
 }
 
-// Authorize authenticates the caller of ctx and checks it may use upstream.
-// Errors wrap ErrUnauthenticated or ErrForbidden and name the caller, never
-// its credential.
-func (p *Policy) Authorize(ctx context.Context, upstream string) (*Caller, error) {
-	c, err := p.Authenticate(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: present a bearer token in the authorization metadata or a client certificate the bridge knows", err)
+// Bearer returns the token of an authorization value "Bearer TOKEN" (or
+// "bearer TOKEN"), without surrounding space; ok is false for any other
+// value.
+func Bearer(v string) (token string, ok bool) {
+	tok, ok := strings.CutPrefix(v, "Bearer ")
+	if !ok {
+		tok, ok = strings.CutPrefix(v, "bearer ")
 	}
+	return strings.TrimSpace(tok), ok
+}
+
+// Allows checks that the caller may use upstream. Its error wraps
+// ErrForbidden and names the caller, never its credential.
+func (c *Caller) Allows(upstream string) error {
 	if !slices.Contains(c.Upstreams, "*") && !slices.Contains(c.Upstreams, upstream) {
-		return c, fmt.Errorf("%w: caller %s may use %s", ErrForbidden, c.Name, strings.Join(c.Upstreams, ", "))
+		return fmt.Errorf("%w: caller %s may use %s", ErrForbidden, c.Name, strings.Join(c.Upstreams, ", "))
 	}
-	return c, nil
+	return nil
+}
+
+type callerKey struct{}
+
+// NewContext returns ctx carrying the authenticated caller c.
+func NewContext(ctx context.Context, c *Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// FromContext returns the caller NewContext put in ctx, if any.
+func FromContext(ctx context.Context) (*Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(*Caller)
+	return c, ok
 }
 
 func subjects(cert *x509.Certificate) []string {

@@ -17,16 +17,6 @@ import (
 // decides what the batch holds, batcher reuses its messages and
 // marshalBatch encodes it.
 
-const (
-	// defaultMaxBatch is the largest max_batch a caller may ask for unless
-	// Config.MaxBatch says otherwise.
-	defaultMaxBatch = 1024
-	// defaultMaxBatchBytes bounds the encoded size of a batch unless
-	// Config.MaxBatchBytes says otherwise: a quarter of the 4 MiB that gRPC
-	// clients accept by default.
-	defaultMaxBatchBytes = 1 << 20
-)
-
 // nextBodySize is the encoded size of Next{result, sequence, cursor}
 // without its own tag and length.
 func nextBodySize(result []byte, seq uint64, cursor []byte) int {

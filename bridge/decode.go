@@ -50,22 +50,14 @@ type decodeLimits struct {
 // with INTERNAL before any handler or interceptor runs, telling the caller
 // the bridge is broken when the request is. Other messages decode as usual.
 //
-// It also encodes results without copying them: see marshalNext and
-// marshalBatch.
-//
-// This codec knows no server's limits, so it decodes oversized variables
-// before validation refuses them; (*Server).Codec, which cmd/bridge
-// installs, refuses them without decoding them.
-func Codec() grpc.ServerOption {
-	return grpc.ForceServerCodecV2(requestCodec{CodecV2: encoding.GetCodecV2("proto")})
-}
-
-// Codec returns the server option of the package-level Codec, with this
-// server's limits applied while decoding: a query longer than
+// It applies this server's limits while decoding: a query longer than
 // MaxQueryBytes, or variables and extensions whose JSON is longer than
 // MaxVariablesBytes, are measured in their protobuf encoding and left
 // undecoded, so that refusing them costs no memory per key or byte; the
 // request then reaches validation marked with their sizes.
+//
+// It also encodes results without copying them: see marshalNext and
+// marshalBatch.
 func (s *Server) Codec() grpc.ServerOption {
 	return grpc.ForceServerCodecV2(requestCodec{CodecV2: encoding.GetCodecV2("proto"),
 		limits: decodeLimits{query: s.cfg.MaxQueryBytes, variables: s.cfg.MaxVariablesBytes}})

@@ -33,3 +33,20 @@ func TestNewRefusesURLsTheSessionCannotDial(t *testing.T) {
 		}
 	}
 }
+
+// TestNewLeavesItsConfigAlone: New fills in defaults in its own copy; the
+// Upstream the caller handed it is left as given, so one value can build
+// several services (or be compared with the configuration it came from).
+func TestNewLeavesItsConfigAlone(t *testing.T) {
+	t.Parallel()
+	up := &bridge.Upstream{Session: session.Config{URL: "ws://127.0.0.1:1/graphql"}}
+	given := *up
+	svc, err := bridge.New(bridge.Config{Upstreams: map[string]*bridge.Upstream{"a": up}, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Close()
+	if up.MaxOpsPerConn != given.MaxOpsPerConn || up.QueueSize != given.QueueSize || up.QueueMaxBytes != given.QueueMaxBytes || up.IdleTimeout != given.IdleTimeout {
+		t.Fatalf("New wrote into the caller's Upstream: %+v, given %+v", *up, given)
+	}
+}

@@ -116,45 +116,28 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.Upstreams) == 0 {
 		return nil, errors.New("bridge: no upstreams configured")
 	}
-	if cfg.MaxQueryBytes <= 0 {
-		cfg.MaxQueryBytes = 64 << 10
-	}
-	if cfg.MaxVariablesBytes <= 0 {
-		cfg.MaxVariablesBytes = 64 << 10
-	}
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = defaultMaxBatch
-	}
-	if cfg.MaxBatchBytes <= 0 {
-		cfg.MaxBatchBytes = defaultMaxBatchBytes
-	}
-	if cfg.MaxQueuedBytes <= 0 {
-		cfg.MaxQueuedBytes = 256 << 20
-	}
+	orDefault(&cfg.MaxQueryBytes, DefaultMaxQueryBytes)
+	orDefault(&cfg.MaxVariablesBytes, DefaultMaxVariablesBytes)
+	orDefault(&cfg.MaxBatch, DefaultMaxBatch)
+	orDefault(&cfg.MaxBatchBytes, DefaultMaxBatchBytes)
+	orDefault(&cfg.MaxQueuedBytes, DefaultMaxQueuedBytes)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, pools: map[string]*upstreamPool{}, log: cfg.Logger, drained: make(chan struct{}),
 		budget: newQueueBudget(int64(cfg.MaxQueuedBytes))}
 	cfg.Metrics.reportBudget(s.budget)
-	for name, up := range cfg.Upstreams {
+	for name, given := range cfg.Upstreams {
 		// Refuse at start what every Subscribe would fail on.
-		if _, err := session.CheckURL(up.Session.URL); err != nil {
+		if _, err := session.CheckURL(given.Session.URL); err != nil {
 			return nil, fmt.Errorf("bridge: upstream %s: url %w", name, err)
 		}
-		if up.MaxOpsPerConn <= 0 {
-			up.MaxOpsPerConn = 1000
-		}
-		if up.QueueSize <= 0 {
-			up.QueueSize = 128
-		}
-		if up.QueueMaxBytes <= 0 {
-			up.QueueMaxBytes = 16 << 20
-		}
-		if up.IdleTimeout <= 0 {
-			up.IdleTimeout = 30 * time.Second
-		}
-		s.pools[name] = newUpstreamPool(name, up, cfg.Logger, cfg.Metrics, s.budget)
+		up := *given // the defaults go into a copy: the caller's Upstream stays as given
+		orDefault(&up.MaxOpsPerConn, DefaultMaxOpsPerConn)
+		orDefault(&up.QueueSize, DefaultQueueSize)
+		orDefault(&up.QueueMaxBytes, DefaultQueueMaxBytes)
+		orDefault(&up.IdleTimeout, DefaultIdleTimeout)
+		s.pools[name] = newUpstreamPool(name, &up, cfg.Logger, cfg.Metrics, s.budget)
 	}
 	return s, nil
 }

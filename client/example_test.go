@@ -126,7 +126,7 @@ func startReplicas(n int) *replicas {
 		if err != nil {
 			log.Fatal(err)
 		}
-		gs := grpc.NewServer(bridge.Codec())
+		gs := grpc.NewServer(svc.Codec())
 		bridgev1.RegisterSubscriptionServiceServer(gs, svc)
 		hs := health.NewServer()
 		hs.SetServingStatus(bridgev1.SubscriptionService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

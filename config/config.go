@@ -206,13 +206,6 @@ type Queue struct {
 	Policy   string `yaml:"policy"`    // drop_oldest (default) or fail
 }
 
-// Defaults of the queue bounds, which config does not fill in (0 means the
-// default): the checks between them need the values in effect.
-const (
-	defaultQueuedBytes  = 256 << 20
-	defaultMessageBytes = 16 << 20 // upstreams.<name>.max_message_bytes
-)
-
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
 // Load reads and validates a configuration file.
@@ -333,13 +326,13 @@ var knownSubprotocols = []string{"graphql-transport-ws", "graphql-ws"}
 func (c *Config) validate() error {
 	s := &c.Server
 	if s.GRPCAddress == "" {
-		s.GRPCAddress = "127.0.0.1:50051"
+		s.GRPCAddress = defaultGRPCAddress
 	}
 	if s.AdminAddress == "" {
-		s.AdminAddress = "127.0.0.1:9090"
+		s.AdminAddress = defaultAdminAddress
 	}
 	if s.DrainGrace == 0 {
-		s.DrainGrace = 10 * time.Second
+		s.DrainGrace = defaultDrainGrace
 	}
 	if err := checkAddress(s.GRPCAddress); err != nil {
 		return c.errorf([]string{"server", "grpc_address"}, "%v", err)
@@ -353,20 +346,13 @@ func (c *Config) validate() error {
 		return c.errorf([]string{"server", "max_connection_age"}, "%s is out of range (allowed: at least 1s, or 0s: connections live for ever)", s.MaxConnectionAge)
 	}
 	if s.DrainGrace < 0 {
-		return c.errorf([]string{"server", "drain_grace"}, "must not be negative (0s means the default, 10s)")
+		return c.errorf([]string{"server", "drain_grace"}, "must not be negative (%s)", orDefault(defaultDrainGrace))
 	}
-	for _, f := range []field[int]{{"max_subscriptions", s.MaxSubscriptions}, {"max_query_bytes", s.MaxQueryBytes}, {"max_variables_bytes", s.MaxVariablesBytes}} {
+	for _, f := range []field[int]{{"max_subscriptions", s.MaxSubscriptions}, {"max_query_bytes", s.MaxQueryBytes}, {"max_variables_bytes", s.MaxVariablesBytes},
+		{"max_batch", s.MaxBatch}, {"max_batch_bytes", s.MaxBatchBytes}, {"max_queued_bytes", s.MaxQueuedBytes}} {
 		if f.v < 0 {
 			return c.errorf([]string{"server", f.key}, "must not be negative (%s)", zeroMeans[f.key])
 		}
-	}
-	for k, v := range map[string]int{"max_batch": s.MaxBatch, "max_batch_bytes": s.MaxBatchBytes} {
-		if v < 0 {
-			return c.errorf([]string{"server", k}, "must not be negative (0 takes the default)")
-		}
-	}
-	if s.MaxQueuedBytes < 0 {
-		return c.errorf([]string{"server", "max_queued_bytes"}, "must not be negative (0 means the default, 268435456)")
 	}
 	if t := s.TLS; t != nil && (t.CertFile == "" || t.KeyFile == "") {
 		return c.errorf([]string{"server", "tls"}, "cert_file and key_file are required")
@@ -455,18 +441,18 @@ func (c *Config) validate() error {
 			return c.errorf(p("queue", "policy"), "unknown policy %q (allowed: drop_oldest, fail)", u.Queue.Policy)
 		}
 		if u.Queue.Size < 0 {
-			return c.errorf(p("queue", "size"), "must not be negative (0 means the default, 128)")
+			return c.errorf(p("queue", "size"), "must not be negative (%s)", orDefault(defaultQueueSize))
 		}
 		if u.Queue.MaxBytes < 0 {
-			return c.errorf(p("queue", "max_bytes"), "must not be negative (0 means the default, 16777216)")
+			return c.errorf(p("queue", "max_bytes"), "must not be negative (%s)", orDefault(defaultQueueMaxBytes))
 		}
 		// A result over the process's bound could never be queued.
 		queued, message := int64(s.MaxQueuedBytes), u.MaxMessageBytes
 		if queued == 0 {
-			queued = defaultQueuedBytes
+			queued = defaultMaxQueuedBytes
 		}
 		if message <= 0 {
-			message = defaultMessageBytes
+			message = session.DefaultMaxMessageBytes
 		}
 		switch {
 		case queued >= message:
@@ -485,7 +471,7 @@ func (c *Config) validate() error {
 			return err
 		}
 		if u.Token != nil && u.Token.RotateBefore < 0 {
-			return c.errorf(p("token", "rotate_before"), "must not be negative (0s means the default, 1m)")
+			return c.errorf(p("token", "rotate_before"), "must not be negative (%s)", orDefault(session.DefaultRotateBefore))
 		}
 		for _, f := range []field[int64]{{"max_message_bytes", u.MaxMessageBytes},
 			{"max_operations_per_connection", int64(u.MaxOperationsPerConnection)}, {"max_subscriptions", int64(u.MaxSubscriptions)}} {
@@ -494,7 +480,7 @@ func (c *Config) validate() error {
 			}
 		}
 		if u.Retry.Multiplier != 0 && u.Retry.Multiplier < 1 {
-			return c.errorf(p("retry", "multiplier"), "must be at least 1 (0 means the default, 2)")
+			return c.errorf(p("retry", "multiplier"), "must be at least 1 (%s)", orDefault(session.DefaultBackoffMultiplier))
 		}
 		for _, f := range []field[time.Duration]{{"initial", u.Retry.Initial}, {"max", u.Retry.Max},
 			{"max_elapsed", u.Retry.MaxElapsed}, {"stable_after", u.Retry.StableAfter}} {
@@ -520,18 +506,21 @@ type field[T any] struct {
 // their errors.
 var zeroMeans = map[string]string{
 	"max_subscriptions":             "0 means no cap",
-	"max_query_bytes":               "0 means the default, 65536",
-	"max_variables_bytes":           "0 means the default, 65536",
-	"dial_timeout":                  "0s means the default, 10s",
-	"ack_timeout":                   "0s means the default, 10s",
-	"keep_alive_timeout":            "0s means the default, 10s",
-	"idle_timeout":                  "0s means the default, 30s",
-	"max_message_bytes":             "0 means the default, 16777216",
-	"max_operations_per_connection": "0 means the default, 1000",
-	"retry.initial":                 "0s means the default, 100ms",
-	"retry.max":                     "0s means the default, 10s",
+	"max_query_bytes":               orDefault(defaultMaxQueryBytes),
+	"max_variables_bytes":           orDefault(defaultMaxVariablesBytes),
+	"max_batch":                     orDefault(defaultMaxBatch),
+	"max_batch_bytes":               orDefault(defaultMaxBatchBytes),
+	"max_queued_bytes":              orDefault(defaultMaxQueuedBytes),
+	"dial_timeout":                  orDefault(session.DefaultDialTimeout),
+	"ack_timeout":                   orDefault(session.DefaultAckTimeout),
+	"keep_alive_timeout":            orDefault(session.DefaultKeepAliveTimeout),
+	"idle_timeout":                  orDefault(defaultIdleTimeout),
+	"max_message_bytes":             orDefault(session.DefaultMaxMessageBytes),
+	"max_operations_per_connection": orDefault(defaultMaxOpsPerConn),
+	"retry.initial":                 orDefault(session.DefaultBackoffInitial),
+	"retry.max":                     orDefault(session.DefaultBackoffMax),
 	"retry.max_elapsed":             "0s means never give up",
-	"retry.stable_after":            "0s means the default, 10s",
+	"retry.stable_after":            orDefault(session.DefaultStableAfter),
 }
 
 // checkAddress accepts what net.Listen("tcp", addr) takes with a numeric
@@ -552,8 +541,8 @@ func checkAddress(addr string) error {
 const (
 	minKeepAlive        = time.Second
 	minKeepAliveTimeout = time.Second
-	defKeepAlive        = 15 * time.Second // the session's defaults
-	defKeepAliveTimeout = 10 * time.Second
+	defKeepAlive        = session.DefaultKeepAlive
+	defKeepAliveTimeout = session.DefaultKeepAliveTimeout
 )
 
 // checkKeepAlive checks keep_alive and keep_alive_timeout, with the
@@ -622,14 +611,7 @@ func validFieldName(s string) bool {
 }
 
 // Names returns the upstream names, sorted.
-func (c *Config) Names() []string {
-	names := make([]string, 0, len(c.Upstreams))
-	for n := range c.Upstreams {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func (c *Config) Names() []string { return slices.Sorted(maps.Keys(c.Upstreams)) }
 
 // String describes a token source without its secret.
 func (t *Token) String() string {

@@ -47,7 +47,7 @@ func TestExamplesParse(t *testing.T) {
 				t.Fatalf("%s: %v", file, err)
 			}
 			// The binary refuses {{token}} without a token source
-			// (cmd/bridge/wire.go); the examples must not teach that.
+			// (wiring/upstreams.go); the examples must not teach that.
 			for name, u := range cfg.Upstreams {
 				uses := false
 				for _, v := range u.Headers {

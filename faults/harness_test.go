@@ -154,7 +154,7 @@ func startBridge(t *testing.T, up *bridge.Upstream) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(bridge.Codec())
+	gs := grpc.NewServer(svc.Codec()) // with the request limits, as wiring/grpc.go installs it
 	bridgev1.RegisterSubscriptionServiceServer(gs, svc)
 	lis := bufconn.Listen(1 << 20)
 	served := make(chan struct{})

@@ -205,14 +205,14 @@ func (cfg *Config) normalize() error {
 			*d = v
 		}
 	}
-	def(&cfg.DialTimeout, 10*time.Second)
-	def(&cfg.AckTimeout, 10*time.Second)
-	def(&cfg.KeepAlive, 15*time.Second)
-	def(&cfg.KeepAliveTimeout, 10*time.Second)
-	def(&cfg.WriteTimeout, 10*time.Second)
-	def(&cfg.RotateBefore, time.Minute)
+	def(&cfg.DialTimeout, DefaultDialTimeout)
+	def(&cfg.AckTimeout, DefaultAckTimeout)
+	def(&cfg.KeepAlive, DefaultKeepAlive)
+	def(&cfg.KeepAliveTimeout, DefaultKeepAliveTimeout)
+	def(&cfg.WriteTimeout, DefaultWriteTimeout)
+	def(&cfg.RotateBefore, DefaultRotateBefore)
 	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = 16 << 20
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

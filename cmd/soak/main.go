@@ -10,9 +10,14 @@
 //   - the gqlgen demo upstream (internal/demoupstream) with a token that
 //     expires every -token-ttl, so credential rotation and refresh run all the
 //     time, restarted on the same address every -restart-every;
-//   - the bridge (bridge.New) on loopback TCP, with two upstreams on that
-//     server: "shared" deduplicates identical subscriptions, "direct" does
-//     not;
+//   - a TokenService (graphqlbridge.v1) that hands out that token with its
+//     expiry;
+//   - the bridge on loopback TCP, built from a configuration file by
+//     package wiring as the binary builds it (cmd/soak/config.go), with
+//     three upstreams on that server: "shared" deduplicates identical
+//     subscriptions, "direct" does not, and both take their token from the
+//     TokenService; "refresh" has a fixed token whose expiry it does not
+//     know;
 //   - gRPC callers: -long long-lived subscriptions (half of them sharing a
 //     few upstream operations), -slow slow readers (drop_oldest), and -churn
 //     subscribe/cancel cycles per second.

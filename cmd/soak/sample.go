@@ -61,7 +61,7 @@ func (s *soak) takeSample() {
 		reconnects: int64(s.metricSum("gqlbridge_reconnects_total")),
 		dropped:    int64(s.metricSum("gqlbridge_events_dropped_total")),
 	}
-	for _, u := range s.svc.Snapshot().Upstreams {
+	for _, u := range s.svc.Bridge.Snapshot().Upstreams {
 		smp.subs += float64(u.Subscriptions)
 		smp.ops += float64(u.Operations)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,10 +23,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/gqlbridge/gqlbridge/bridge"
+	"github.com/gqlbridge/gqlbridge/config"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 	"github.com/gqlbridge/gqlbridge/internal/demoupstream"
 	"github.com/gqlbridge/gqlbridge/session"
+	"github.com/gqlbridge/gqlbridge/wiring"
 )
 
 const (
@@ -54,8 +54,8 @@ type soak struct {
 	begin time.Time
 
 	up      *upstream
-	svc     *bridge.Server
-	gs      *grpc.Server
+	tokens  *tokenService
+	svc     *wiring.Service
 	served  chan struct{}
 	reg     *prometheus.Registry
 	fast    []bridgev1.SubscriptionServiceClient
@@ -161,54 +161,34 @@ func start(o options, log *slog.Logger, out io.Writer) (*soak, error) {
 		return nil, fmt.Errorf("start upstream: %w", err)
 	}
 
-	sess := session.Config{
-		URL: s.up.url(),
-		// The token is always the same; what matters is that its expiry is
-		// known, so the session rotates to a fresh connection before the
-		// upstream closes this one with 4401 (and refreshes if it does).
-		Handshake: func(_ context.Context, a session.Attempt) (session.Handshake, error) {
-			return session.Handshake{
-				InitPayload: json.RawMessage(`{"Authorization":"Bearer ` + token + `"}`),
-				Expiry:      time.Now().Add(o.tokenTTL),
-			}, nil
-		},
-		OnState: func(sc session.StateChange) {
-			switch {
-			case sc.State == session.StateReady && sc.Rotated:
-				s.rotations.Add(1)
-			case sc.State == session.StateBackoff && sc.Cause != nil && sc.Cause.Class == session.ClassAuth:
-				s.refreshes.Add(1)
-			}
-		},
-		Logger: log,
+	// The upstreams' token comes from a TokenService callback that says
+	// when it expires, so that the session rotates to a fresh connection
+	// before the upstream closes this one with 4401 (and refreshes if it
+	// does).
+	if s.tokens, err = startTokenService(o.tokenTTL); err != nil {
+		return nil, fmt.Errorf("start token service: %w", err)
 	}
-	// The same upstream once more, with the token's expiry unknown: the
-	// upstream closes the connection with 4401 when the token expires and
-	// the session refreshes the credential and reconnects.
-	refresh := sess
-	refresh.Handshake = func(_ context.Context, a session.Attempt) (session.Handshake, error) {
-		return session.Handshake{InitPayload: json.RawMessage(`{"Authorization":"Bearer ` + token + `"}`)}, nil
-	}
-	s.reg = prometheus.NewRegistry()
-	s.svc, err = bridge.New(bridge.Config{
-		Upstreams: map[string]*bridge.Upstream{
-			"shared":  {Session: sess, Dedup: true},
-			"direct":  {Session: sess, SlowPolicy: bridge.DropOldest},
-			"refresh": {Session: refresh},
-		},
-		Logger:  log,
-		Metrics: bridge.NewMetrics(s.reg),
-	})
+	cfg, err := config.Parse([]byte(soakConfig(s.up.url(), s.tokens.addr)), os.LookupEnv)
 	if err != nil {
 		return nil, err
 	}
-	s.gs = grpc.NewServer(bridge.Codec())
-	bridgev1.RegisterSubscriptionServiceServer(s.gs, s.svc)
+	s.reg = prometheus.NewRegistry()
+	s.svc, err = wiring.New(cfg, wiring.Options{Logger: log, Registry: s.reg, OnState: func(_ string, sc session.StateChange) {
+		switch {
+		case sc.State == session.StateReady && sc.Rotated:
+			s.rotations.Add(1)
+		case sc.State == session.StateBackoff && sc.Cause != nil && sc.Cause.Class == session.ClassAuth:
+			s.refreshes.Add(1)
+		}
+	}})
+	if err != nil {
+		return nil, err
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	go func() { _ = s.gs.Serve(lis); close(s.served) }()
+	go func() { _ = s.svc.GRPC.Serve(lis); close(s.served) }()
 	for i := range fastConns + 1 {
 		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -535,23 +515,14 @@ func (s *soak) checkStalls() {
 // shutdown stops everything and checks that the goroutines and file
 // descriptors the run started are gone.
 func (s *soak) shutdown() {
-	s.svc.Close()
-	stopped := make(chan struct{})
-	go func() { s.gs.GracefulStop(); close(stopped) }()
-	// GracefulStop waits for every stream; the callers are gone, but bound
-	// it anyway.
-	bound := time.NewTimer(10 * time.Second)
-	select {
-	case <-stopped:
-	case <-bound.C:
-		s.gs.Stop()
-		<-stopped
-	}
-	bound.Stop()
+	// As the binary stops on SIGTERM. The callers are gone: the drain ends
+	// as soon as the bridge has seen the last of their streams end.
+	s.svc.Drain(10 * time.Second)
 	<-s.served
 	for _, cc := range s.conns {
 		_ = cc.Close()
 	}
+	s.tokens.stop()
 	s.up.close()
 	// Failed upgrades may leave keep-alive connections in the default
 	// transport's pool: they are not the bridge's to keep.

@@ -21,6 +21,7 @@ import (
 	"github.com/gqlbridge/gqlbridge/bench/upstream"
 	"github.com/gqlbridge/gqlbridge/bridge"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
+	"github.com/gqlbridge/gqlbridge/session"
 )
 
 func main() {
@@ -30,7 +31,14 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	gs := grpc.NewServer(grpc.MaxConcurrentStreams(1<<20), bridge.Codec())
+	// The bridge's codec, with its default request limits, comes from a
+	// bridge.Server that is never subscribed to: it dials nothing.
+	codec, err := bridge.New(bridge.Config{Upstreams: map[string]*bridge.Upstream{
+		"unused": {Session: session.Config{URL: "ws://127.0.0.1:1/unused"}}}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	gs := grpc.NewServer(grpc.MaxConcurrentStreams(1<<20), codec.Codec())
 	bridgev1.RegisterSubscriptionServiceServer(gs, server{})
 	go func() { _ = gs.Serve(lis) }()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -1,4 +1,4 @@
-package main
+package wiring
 
 import (
 	"context"
@@ -37,7 +37,7 @@ func TestInterceptorsRecoverLogAndCount(t *testing.T) {
 	m := grpcprom.NewServerMetrics()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m)
-	gs := grpc.NewServer(interceptors(log, m)...)
+	gs := grpc.NewServer(interceptors(log, m, nil)...)
 	bridgev1.RegisterSubscriptionServiceServer(gs, panicky{})
 	lis := bufconn.Listen(1 << 20)
 	go gs.Serve(lis)

@@ -1,27 +1,20 @@
-package main
+package wiring
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
-
-	"github.com/gqlbridge/gqlbridge/access"
 
 	"github.com/gqlbridge/gqlbridge/bridge"
 	"github.com/gqlbridge/gqlbridge/config"
@@ -32,11 +25,12 @@ import (
 // tokenPlaceholder is replaced by the token in connection_params and headers.
 const tokenPlaceholder = "{{token}}"
 
-// upstreams turns the configuration into the service's upstreams.
-func upstreams(cfg *config.Config) (map[string]*bridge.Upstream, error) {
-	out := make(map[string]*bridge.Upstream, len(cfg.Upstreams))
-	for name, u := range cfg.Upstreams {
-		src, err := tokenSource(name, u.Token)
+// upstreams turns the configuration into the service's upstreams, whose
+// connections log to log; onState, when set, hears their state changes.
+func (s *Service) upstreams(log *slog.Logger, onState func(string, session.StateChange)) (map[string]*bridge.Upstream, error) {
+	out := make(map[string]*bridge.Upstream, len(s.cfg.Upstreams))
+	for name, u := range s.cfg.Upstreams {
+		src, err := s.tokenSource(name, u.Token)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
@@ -71,6 +65,10 @@ func upstreams(cfg *config.Config) (map[string]*bridge.Upstream, error) {
 		if u.Queue.Policy == "fail" {
 			policy = bridge.Fail
 		}
+		var hook func(session.StateChange)
+		if onState != nil {
+			hook = func(sc session.StateChange) { onState(name, sc) }
+		}
 		out[name] = &bridge.Upstream{
 			Session: session.Config{
 				URL:              u.URL,
@@ -86,7 +84,9 @@ func upstreams(cfg *config.Config) (map[string]*bridge.Upstream, error) {
 				MaxMessageBytes:  u.MaxMessageBytes,
 				Backoff: session.Backoff{Initial: u.Retry.Initial, Max: u.Retry.Max, Multiplier: u.Retry.Multiplier,
 					MaxElapsed: u.Retry.MaxElapsed, StableAfter: u.Retry.StableAfter},
-				Policy: session.Policy{Overrides: overrides},
+				Policy:  session.Policy{Overrides: overrides},
+				OnState: hook,
+				Logger:  log.With("upstream", name),
 			},
 			HandshakeFor:     handshakeFor,
 			MaxOpsPerConn:    u.MaxOperationsPerConnection,
@@ -105,7 +105,7 @@ func upstreams(cfg *config.Config) (map[string]*bridge.Upstream, error) {
 // cost a request (command, oauth2, callback) are cached so that concurrent
 // refreshes collapse. Forwarded
 // credentials have no source: the caller brings them.
-func tokenSource(name string, t *config.Token) (credential.Source, error) {
+func (s *Service) tokenSource(name string, t *config.Token) (credential.Source, error) {
 	var src credential.Source
 	switch {
 	case t == nil, t.Forward != "":
@@ -138,16 +138,17 @@ func tokenSource(name string, t *config.Token) (credential.Source, error) {
 	case t.Callback != nil:
 		creds := insecure.NewCredentials()
 		if t.Callback.CAFile != "" {
-			tc, err := credentials.NewClientTLSFromFile(t.Callback.CAFile, "")
+			pool, err := certPool("token.callback.ca_file", t.Callback.CAFile)
 			if err != nil {
-				return nil, fmt.Errorf("token.callback.ca_file: %v", err)
+				return nil, err
 			}
-			creds = tc
+			creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 		}
 		conn, err := grpc.NewClient(t.Callback.Target, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			return nil, fmt.Errorf("token.callback.target: %v", err)
 		}
+		s.closers = append(s.closers, conn.Close)
 		src = credential.NewCallback(conn, t.Callback.Timeout)
 	default:
 		return nil, nil
@@ -205,143 +206,4 @@ func handshake(name string, u *config.Upstream, src credential.Source, fixed str
 		}
 		return hs, nil
 	}, nil
-}
-
-// upstreamHTTPClient carries an upstream's TLS settings.
-func upstreamHTTPClient(t *config.UpstreamTLS) (*http.Client, error) {
-	if t == nil {
-		return nil, nil
-	}
-	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %s holds no PEM certificate", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file/key_file: %v", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tc
-	return &http.Client{Transport: tr}, nil
-}
-
-// forwardedIdentity reads the forwarded credential of upstreams that use
-// one: the caller's metadata value (without a "Bearer " prefix) becomes the
-// pool key, so each caller identity gets its own upstream connections.
-func forwardedIdentity(cfg *config.Config) func(context.Context, string) (string, error) {
-	keys := map[string]string{}
-	for name, u := range cfg.Upstreams {
-		if u.Token != nil && u.Token.Forward != "" {
-			keys[name] = strings.ToLower(u.Token.Forward)
-		}
-	}
-	if len(keys) == 0 {
-		return nil
-	}
-	return func(ctx context.Context, upstream string) (string, error) {
-		key, ok := keys[upstream]
-		if !ok {
-			return "", nil
-		}
-		md, _ := metadata.FromIncomingContext(ctx)
-		vals := md.Get(key)
-		if len(vals) == 0 || strings.TrimSpace(vals[0]) == "" {
-			return "", &bridge.RequestError{Code: codes.Unauthenticated, Reason: bridge.ReasonCallerUnauthorized,
-				Msg: fmt.Sprintf("upstream %s uses the caller's own credential: send it in the %q metadata", upstream, key)}
-		}
-		v, found := strings.CutPrefix(vals[0], "Bearer ")
-		if !found {
-			v, _ = strings.CutPrefix(vals[0], "bearer ")
-		}
-		return strings.TrimSpace(v), nil
-	}
-}
-
-// callerPolicy builds server.callers into an access policy; nil when no
-// callers are configured.
-func callerPolicy(cfg *config.Config) (*access.Policy, error) {
-	if len(cfg.Server.Callers) == 0 {
-		return nil, nil
-	}
-	var callers []access.Caller
-	for _, name := range sortedKeys(cfg.Server.Callers) {
-		c := cfg.Server.Callers[name]
-		ac := access.Caller{Name: name, Subject: c.Subject, Upstreams: c.Upstreams}
-		var tok string
-		switch {
-		case c.TokenFile != "":
-			b, err := os.ReadFile(c.TokenFile)
-			if err != nil {
-				return nil, fmt.Errorf("server.callers.%s.token_file: %v", name, err)
-			}
-			tok = strings.TrimSpace(string(b))
-		case c.TokenEnv != "":
-			tok = os.Getenv(c.TokenEnv)
-			if tok == "" {
-				return nil, fmt.Errorf("server.callers.%s.token_env: %s is not set", name, c.TokenEnv)
-			}
-		}
-		if tok != "" {
-			sum := sha256.Sum256([]byte(tok))
-			ac.TokenSHA256 = &sum
-		}
-		callers = append(callers, ac)
-	}
-	return access.New(callers)
-}
-
-// authorize maps the access policy's decisions to request errors.
-func authorize(p *access.Policy) func(context.Context, string) error {
-	return func(ctx context.Context, upstream string) error {
-		_, err := p.Authorize(ctx, upstream)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, access.ErrForbidden):
-			return &bridge.RequestError{Code: codes.PermissionDenied, Reason: bridge.ReasonCallerForbidden, Msg: err.Error()}
-		default:
-			return &bridge.RequestError{Code: codes.Unauthenticated, Reason: bridge.ReasonCallerUnauthorized, Msg: err.Error()}
-		}
-	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// serverCredentials is TLS, and mutual TLS with client_ca_file.
-func serverCredentials(t *config.ServerTLS) (credentials.TransportCredentials, error) {
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("server.tls: %v", err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if t.ClientCAFile != "" {
-		pem, err := os.ReadFile(t.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("server.tls.client_ca_file: %v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("server.tls.client_ca_file %s holds no PEM certificate", t.ClientCAFile)
-		}
-		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return credentials.NewTLS(tc), nil
 }
