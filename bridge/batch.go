@@ -13,7 +13,7 @@ import (
 // gets its results in Batch events, each holding what was already queued
 // when the stream was ready to send, so that one gRPC message carries many
 // results when the caller falls behind and exactly one when it keeps up.
-// The pump (server.go) sends a batch where it would send a result; fill
+// The pump (pump.go) sends a batch where it would send a result; fill
 // decides what the batch holds, batcher reuses its messages and
 // marshalBatch encodes it.
 

@@ -3,11 +3,13 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
 
 	"github.com/gqlbridge/gqlbridge/internal/redaction"
 	"github.com/gqlbridge/gqlbridge/session"
@@ -334,4 +336,20 @@ func (p *upstreamPool) logState(sc session.StateChange) {
 			p.log.Info("upstream connection closed")
 		}
 	}
+}
+
+// reserve counts a stream on the upstream, against its cap if it has one.
+func (p *upstreamPool) reserve() (func(), error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.up.MaxSubscriptions > 0 && p.reserved >= p.up.MaxSubscriptions {
+		return nil, &RequestError{Code: codes.ResourceExhausted, Reason: ReasonLimitReached,
+			Msg: fmt.Sprintf("upstream %q serves at most %d subscriptions on this replica; retry later", p.name, p.up.MaxSubscriptions)}
+	}
+	p.reserved++
+	return func() {
+		p.mu.Lock()
+		p.reserved--
+		p.mu.Unlock()
+	}, nil
 }
