@@ -43,6 +43,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
+	"github.com/gqlbridge/gqlbridge/internal/rpcstatus"
 )
 
 // Client subscribes through a bridge. It is safe for concurrent use: each
@@ -217,7 +218,7 @@ func (c *Client) Subscribe(ctx context.Context, req *bridgev1.SubscribeRequest, 
 		}
 		failures++
 		retry, after := Retryable(st)
-		e := &Error{Status: st, ErrorInfo: errorInfo(st), RetryInfo: retryInfo(st), Attempts: failures}
+		e := &Error{Status: st, ErrorInfo: rpcstatus.ErrorInfo(st), RetryInfo: rpcstatus.RetryInfo(st), Attempts: failures}
 		if !retry {
 			return e
 		}

@@ -4,9 +4,10 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/gqlbridge/gqlbridge/internal/rpcstatus"
 )
 
 // Retryable says whether a subscription whose stream ended with st should
@@ -29,10 +30,10 @@ import (
 //   - anything else (OK, CANCELLED, DEADLINE_EXCEEDED, UNIMPLEMENTED, gRPC's
 //     own RESOURCE_EXHAUSTED for an oversized message, ...): no.
 func Retryable(st *status.Status) (retry bool, after time.Duration) {
-	if ri := retryInfo(st); ri != nil {
+	if ri := rpcstatus.RetryInfo(st); ri != nil {
 		return true, max(0, ri.GetRetryDelay().AsDuration())
 	}
-	if errorInfo(st) != nil {
+	if rpcstatus.ErrorInfo(st) != nil {
 		return false, 0
 	}
 	switch st.Code() {
@@ -40,20 +41,6 @@ func Retryable(st *status.Status) (retry bool, after time.Duration) {
 		return true, 0
 	}
 	return false, 0
-}
-
-func errorInfo(st *status.Status) *errdetails.ErrorInfo { return detail[*errdetails.ErrorInfo](st) }
-
-func retryInfo(st *status.Status) *errdetails.RetryInfo { return detail[*errdetails.RetryInfo](st) }
-
-func detail[T any](st *status.Status) T {
-	for _, d := range st.Details() {
-		if v, ok := d.(T); ok {
-			return v
-		}
-	}
-	var zero T
-	return zero
 }
 
 // Retry is the resubscribe policy of a Client.

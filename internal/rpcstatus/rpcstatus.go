@@ -1,6 +1,6 @@
 // Package rpcstatus reads the details the bridge puts in a gRPC status
-// (google.rpc.ErrorInfo, RetryInfo), for the tests and tools that check
-// them.
+// (google.rpc.ErrorInfo, RetryInfo), for package client and for the tests
+// and tools that check them.
 package rpcstatus
 
 import (
