@@ -181,3 +181,49 @@ func TestParseBatchLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestParseMemoryLimit: server.memory_limit is auto when absent, off or a
+// size in GOMEMLIMIT's syntax; anything else is an error naming the key
+// and its line.
+func TestParseMemoryLimit(t *testing.T) {
+	t.Parallel()
+	const up = "upstreams:\n  a:\n    url: ws://x/g\n"
+	for in, want := range map[string]struct {
+		mode  string
+		bytes int64
+	}{
+		"":                                    {"auto", 0},
+		"server:\n  memory_limit: auto\n":     {"auto", 0},
+		"server:\n  memory_limit: off\n":      {"off", 0},
+		"server:\n  memory_limit: 1800MiB\n":  {"1800MiB", 1800 << 20},
+		"server:\n  memory_limit: 2GiB\n":     {"2GiB", 2 << 30},
+		"server:\n  memory_limit: 67108864\n": {"67108864", 64 << 20},
+		"server:\n  memory_limit: 65536KiB\n": {"65536KiB", 64 << 20},
+		"server:\n  memory_limit: 1TiB\n":     {"1TiB", 1 << 40},
+	} {
+		cfg, err := Parse([]byte(in+up), env(nil))
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+			continue
+		}
+		if cfg.Server.MemoryLimit != want.mode || cfg.Server.MemoryLimitBytes != want.bytes {
+			t.Errorf("%q: memory_limit %q (%d bytes), want %q (%d)", in, cfg.Server.MemoryLimit, cfg.Server.MemoryLimitBytes, want.mode, want.bytes)
+		}
+	}
+	for bad, msg := range map[string]string{
+		"2GB":        `unknown unit "GB"`,
+		"1.5GiB":     "is not a size",
+		"-1MiB":      "is not a size",
+		"MiB":        "is not a size",
+		"on":         "is not a size",
+		"1MiB":       "is below 16MiB",
+		"0":          "is below 16MiB",
+		"9999999TiB": "too large",
+	} {
+		_, err := Parse([]byte("server:\n  grpc_address: 127.0.0.1:1\n  memory_limit: "+bad+"\n"+up), env(nil))
+		want := "line 3: server.memory_limit: "
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), msg) || !strings.Contains(err.Error(), "allowed: auto, off") {
+			t.Errorf("memory_limit %q: %v, want %q and %q", bad, err, want, msg)
+		}
+	}
+}
