@@ -56,11 +56,11 @@ func batchSize(body int) int {
 
 // marshalBatch encodes SubscribeResponse{batch: {nexts}} as marshalNext
 // encodes one result: headers in one small buffer, each result referenced,
-// not copied, so a batch of n results costs one allocation for the headers
-// and one for the slice of buffers, whatever the results' sizes. In each
-// Next the sequence goes before the result (protobuf accepts fields in any
-// order) so that the result ends its entry and can be a buffer of its own.
-// The results must not change afterwards.
+// not copied, so a batch of n results costs three allocations (the headers,
+// the buffers, the slice that lists them), whatever its size and the
+// results' sizes. In each Next the sequence goes before the result
+// (protobuf accepts fields in any order) so that the result ends its entry
+// and can be a buffer of its own. The results must not change afterwards.
 func marshalBatch(nexts []*bridgev1.Next) mem.BufferSlice {
 	body, hdrLen := 0, 0
 	for _, n := range nexts {
@@ -73,8 +73,10 @@ func marshalBatch(nexts []*bridgev1.Next) mem.BufferSlice {
 	hdr := make([]byte, 0, hdrLen)
 	hdr = protowire.AppendTag(hdr, 3, protowire.BytesType) // SubscribeResponse.batch
 	hdr = protowire.AppendVarint(hdr, uint64(body))
-	out := make(mem.BufferSlice, 0, 2*len(nexts)+1)
-	start := 0 // hdr[start:] is not in out yet
+	// parts holds the buffers and out points at them: a *SliceBuffer is a
+	// mem.Buffer without an allocation of its own.
+	parts := make([]mem.SliceBuffer, 0, 2*len(nexts)+1)
+	start := 0 // hdr[start:] is not in parts yet
 	for _, n := range nexts {
 		r, seq := n.GetResult(), n.GetSequence()
 		hdr = protowire.AppendTag(hdr, 1, protowire.BytesType) // Batch.nexts
@@ -90,11 +92,15 @@ func marshalBatch(nexts []*bridgev1.Next) mem.BufferSlice {
 		hdr = protowire.AppendVarint(hdr, uint64(len(r)))
 		// hdr never grows past its capacity, so the piece handed out
 		// here is never moved by a later append.
-		out = append(out, mem.SliceBuffer(hdr[start:]), mem.SliceBuffer(r))
+		parts = append(parts, mem.SliceBuffer(hdr[start:]), mem.SliceBuffer(r))
 		start = len(hdr)
 	}
 	if start < len(hdr) {
-		out = append(out, mem.SliceBuffer(hdr[start:]))
+		parts = append(parts, mem.SliceBuffer(hdr[start:]))
+	}
+	out := make(mem.BufferSlice, len(parts))
+	for i := range parts {
+		out[i] = &parts[i]
 	}
 	return out
 }

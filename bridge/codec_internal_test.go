@@ -51,3 +51,20 @@ func TestMarshalNextDecodes(t *testing.T) {
 		t.Fatalf("lifecycle encoded as %x, protobuf makes %x", data.Materialize(), std)
 	}
 }
+
+// TestMarshalAllocations: encoding a result costs one allocation, and a
+// batch three whatever the number of results in it (a mem.Buffer per
+// piece would cost an allocation per result).
+func TestMarshalAllocations(t *testing.T) {
+	result := bytes.Repeat([]byte{'r'}, 1024)
+	if n := testing.AllocsPerRun(100, func() { _ = marshalNext(result, 12345) }); n != 1 {
+		t.Errorf("marshalNext: %v allocations per message, want 1", n)
+	}
+	nexts := make([]*bridgev1.Next, 256)
+	for i := range nexts {
+		nexts[i] = &bridgev1.Next{Result: result, Sequence: uint64(i + 1)}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = marshalBatch(nexts) }); n != 3 {
+		t.Errorf("marshalBatch of 256: %v allocations per batch, want 3", n)
+	}
+}

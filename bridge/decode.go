@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"encoding/binary"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
@@ -57,19 +59,37 @@ func marshalNext(result []byte, seq uint64) mem.BufferSlice {
 	if len(result) > 0 {
 		inner += 1 + protowire.SizeVarint(uint64(len(result))) + len(result)
 	}
-	hdr := make([]byte, 0, 1+protowire.SizeVarint(uint64(inner))+inner-len(result))
+	// One allocation for the whole message: the header's bytes, the two
+	// buffers and the slice that lists them. A *SliceBuffer is a
+	// mem.Buffer that needs no allocation of its own to become one.
+	m := new(nextMessage)
+	hdr := m.hdr[:0]
 	hdr = protowire.AppendTag(hdr, 1, protowire.BytesType) // SubscribeResponse.next
 	hdr = protowire.AppendVarint(hdr, uint64(inner))
 	if seq != 0 {
 		hdr = protowire.AppendTag(hdr, 2, protowire.VarintType) // Next.sequence
 		hdr = protowire.AppendVarint(hdr, seq)
 	}
-	if len(result) == 0 {
-		return mem.BufferSlice{mem.SliceBuffer(hdr)}
+	if len(result) > 0 {
+		hdr = protowire.AppendTag(hdr, 1, protowire.BytesType) // Next.result
+		hdr = protowire.AppendVarint(hdr, uint64(len(result)))
 	}
-	hdr = protowire.AppendTag(hdr, 1, protowire.BytesType) // Next.result
-	hdr = protowire.AppendVarint(hdr, uint64(len(result)))
-	return mem.BufferSlice{mem.SliceBuffer(hdr), mem.SliceBuffer(result)}
+	m.parts[0] = mem.SliceBuffer(hdr)
+	m.list[0] = &m.parts[0]
+	if len(result) == 0 {
+		return m.list[:1]
+	}
+	m.parts[1] = mem.SliceBuffer(result)
+	m.list[1] = &m.parts[1]
+	return m.list[:2]
+}
+
+// nextMessage is what marshalNext allocates for one message. hdr fits the
+// largest header: two tags and three varints of at most 10 bytes each.
+type nextMessage struct {
+	hdr   [3 + 3*binary.MaxVarintLen64]byte
+	parts [2]mem.SliceBuffer
+	list  [2]mem.Buffer
 }
 
 func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
