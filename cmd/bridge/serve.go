@@ -184,6 +184,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 // interceptors are the middleware of every RPC, outermost first: Prometheus
 // server metrics, one log line per finished call, and recovery innermost, so
 // a panicking handler is logged and counted as the INTERNAL it returns.
+// Streams log through streamCallLogger (calllog.go), which writes the line
+// go-grpc-middleware's logging interceptor writes without holding memory
+// for the life of each stream.
 func interceptors(log *slog.Logger, m *grpcprom.ServerMetrics) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(
@@ -193,7 +196,7 @@ func interceptors(log *slog.Logger, m *grpcprom.ServerMetrics) []grpc.ServerOpti
 		),
 		grpc.ChainStreamInterceptor(
 			m.StreamServerInterceptor(),
-			logging.StreamServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)),
+			streamCallLogger(slogAdapter(log)),
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(recovered(log))),
 		),
 	}
