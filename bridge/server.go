@@ -217,12 +217,15 @@ func (s *Server) subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStr
 // caller leaving, or the drain. One goroutine per stream: this one. With
 // maxBatch above 1, results go out in Batch events (batch.go).
 func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse], maxBatch int) error {
+	// One allocation for what the stream reuses for every message.
+	m := &pumpMessages{q: taken{sub: sub}}
+	m.onN.Next = &m.next
 	var (
-		q    = &taken{sub: sub}
-		next = &bridgev1.Next{}
-		onN  = &bridgev1.SubscribeResponse_Next{Next: next}
-		onL  = &bridgev1.SubscribeResponse_Lifecycle{}
-		resp = &bridgev1.SubscribeResponse{}
+		q    = &m.q
+		next = &m.next
+		onN  = &m.onN
+		onL  = &m.onL
+		resp = &m.resp
 		out  = s.cfg.Metrics.eventOut(upstream)
 		aged = connAged(ctx)
 		b    *batcher
@@ -278,6 +281,16 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 			out.Add(float64(n))
 		}
 	}
+}
+
+// pumpMessages are the messages a pump reuses and what it took from its
+// subscriber, allocated together: a replica holds one per open stream.
+type pumpMessages struct {
+	q    taken
+	next bridgev1.Next
+	onN  bridgev1.SubscribeResponse_Next
+	onL  bridgev1.SubscribeResponse_Lifecycle
+	resp bridgev1.SubscribeResponse
 }
 
 // taken holds what the pump took from its subscriber and has not sent yet:
