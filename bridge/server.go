@@ -312,6 +312,9 @@ func (t *taken) takeMore() {
 		t.items, t.head = t.items[:n], 0
 	}
 	t.items, t.done, t.outcome = t.sub.take(t.items)
+	if cap(t.items) > keepItems && len(t.items) < cap(t.items)/4 {
+		t.items = slices.Clone(t.items) // let go of the array a burst grew
+	}
 }
 
 // reserve counts a stream on the upstream, against its cap if it has one.

@@ -42,6 +42,13 @@ type subscriber struct {
 	outcome error
 }
 
+// keepItems is the largest queue array (of a subscriber, or of what its
+// pump took) kept once what it holds has fallen under a quarter of it. A
+// burst grows a queue up to its size (tens of thousands of items by
+// default); without this a stream would keep that array, empty, for the
+// rest of its life, and a replica holds 100,000 streams.
+const keepItems = 1024
+
 func newSubscriber(size int, policy SlowPolicy, onDrop func()) *subscriber {
 	return &subscriber{size: size, policy: policy, signal: make(chan struct{}, 1), onDrop: onDrop}
 }
@@ -133,9 +140,13 @@ func (s *subscriber) take(dst []item) (_ []item, done bool, outcome error) {
 	if s.done && s.outcome == ErrSlowConsumer {
 		return dst, true, s.outcome
 	}
+	n := len(s.q) - s.head
 	dst = append(dst, s.q[s.head:]...)
 	clear(s.q[s.head:])
 	s.q = s.q[:0]
+	if cap(s.q) > keepItems && n < cap(s.q)/4 {
+		s.q = nil // the burst that grew it is over: see keepItems
+	}
 	s.head = 0
 	s.results = 0
 	return dst, s.done, s.outcome

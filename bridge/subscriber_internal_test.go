@@ -69,3 +69,41 @@ func TestSubscriberFailPolicy(t *testing.T) {
 		t.Fatalf("take: %d items, done %v, %v; want ErrSlowConsumer at once", len(items), done, err)
 	}
 }
+
+// TestQueueArraysShrinkAfterABurst: a burst grows the subscriber's queue
+// and what its pump took to thousands of items; once they have drained,
+// neither keeps that array for the rest of the stream's life.
+func TestQueueArraysShrinkAfterABurst(t *testing.T) {
+	t.Parallel()
+	const burst = 20_000
+	s := newSubscriber(65536, DropOldest, nil)
+	q := &taken{sub: s}
+	for i := range burst {
+		s.pushNext([]byte(fmt.Sprint(i)))
+	}
+	q.takeMore()
+	if len(q.items) != burst {
+		t.Fatalf("took %d items, want %d", len(q.items), burst)
+	}
+	grown := cap(q.items)
+	// The pump sends them in batches while a result arrives now and then,
+	// and takes what was queued meanwhile.
+	for sent := 0; q.head < len(q.items); {
+		n := min(256, len(q.items)-q.head)
+		clear(q.items[q.head : q.head+n])
+		q.head += n
+		if sent += n; sent < burst {
+			s.pushNext([]byte("meanwhile"))
+		}
+		if q.head == len(q.items) {
+			q.takeMore()
+		}
+	}
+	s.mu.Lock()
+	queueCap := cap(s.q)
+	s.mu.Unlock()
+	if cap(q.items) > keepItems || queueCap > keepItems {
+		t.Fatalf("after the burst drained: the pump keeps %d items of room (it grew to %d), the queue %d; want at most %d each",
+			cap(q.items), grown, queueCap, keepItems)
+	}
+}
