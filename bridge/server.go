@@ -36,7 +36,8 @@ type Upstream struct {
 	MaxOpsPerConn int
 	// Dedup shares identical subscriptions as one upstream operation.
 	Dedup bool
-	// QueueSize bounds each subscriber's queue of results. Default 128.
+	// QueueSize bounds each subscriber's queue of results. Default
+	// DefaultQueueSize.
 	QueueSize int
 	// SlowPolicy is what happens when that queue is full. Default DropOldest.
 	SlowPolicy SlowPolicy
@@ -47,6 +48,17 @@ type Upstream struct {
 	// no cap.
 	MaxSubscriptions int
 }
+
+// DefaultQueueSize is the default bound of a subscriber's queue, in
+// results. The upstream never waits for a caller, so when it bursts faster
+// than a caller can read, the queue holds what the caller has not read yet:
+// with 65,536, a caller reading 1 KiB results in batches (max_batch 256) as
+// fast as gRPC lets it lost nothing of a 200,000-result burst sent at full
+// speed, in every run measured, including runs with most of the machine
+// busy elsewhere; 128, the earlier default, lost most of it (BENCHMARKS.md,
+// scenario 1 at the shipped defaults). A queue takes memory only for what
+// it holds, and lets go of the array a burst grew once it has drained.
+const DefaultQueueSize = 65536
 
 // Config configures the service.
 type Config struct {
@@ -132,7 +144,7 @@ func New(cfg Config) (*Server, error) {
 			up.MaxOpsPerConn = 1000
 		}
 		if up.QueueSize <= 0 {
-			up.QueueSize = 128
+			up.QueueSize = DefaultQueueSize
 		}
 		if up.IdleTimeout <= 0 {
 			up.IdleTimeout = 30 * time.Second

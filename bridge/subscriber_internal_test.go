@@ -76,7 +76,7 @@ func TestSubscriberFailPolicy(t *testing.T) {
 func TestQueueArraysShrinkAfterABurst(t *testing.T) {
 	t.Parallel()
 	const burst = 20_000
-	s := newSubscriber(65536, DropOldest, nil)
+	s := newSubscriber(DefaultQueueSize, DropOldest, nil)
 	q := &taken{sub: s}
 	for i := range burst {
 		s.pushNext([]byte(fmt.Sprint(i)))

@@ -208,7 +208,7 @@ type Retry struct {
 
 // Queue configures per-subscriber queues.
 type Queue struct {
-	Size   int    `yaml:"size"`   // default 128
+	Size   int    `yaml:"size"`   // default 65536 (bridge.DefaultQueueSize)
 	Policy string `yaml:"policy"` // drop_oldest (default) or fail
 }
 
@@ -471,7 +471,7 @@ func (c *Config) validate() error {
 			return c.errorf(p("queue", "policy"), "unknown policy %q (allowed: drop_oldest, fail)", u.Queue.Policy)
 		}
 		if u.Queue.Size < 0 {
-			return c.errorf(p("queue", "size"), "must not be negative (0 means the default, 128)")
+			return c.errorf(p("queue", "size"), "must not be negative (0 means the default, 65536)")
 		}
 		for _, f := range []field[time.Duration]{{"dial_timeout", u.DialTimeout}, {"ack_timeout", u.AckTimeout},
 			{"keep_alive_timeout", u.KeepAliveTimeout}, {"idle_timeout", u.IdleTimeout}} {

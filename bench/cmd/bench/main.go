@@ -52,6 +52,7 @@ type options struct {
 	runs      int
 	consumers string // only the consumers whose names contain one of these (comma separated)
 	burst     int64  // results per burst at the shipped defaults; 0 skips it
+	burstQ    int    // queue.size for the burst bridge; 0: the shipped defaults
 	// Scenario 2.
 	latRate    float64
 	latSeconds float64
@@ -87,6 +88,7 @@ func main() {
 	flag.Int64Var(&o.events, "events", 300_000, "scenario 1: results per run")
 	flag.IntVar(&o.runs, "runs", 5, "scenario 1: runs per consumer (the median is reported)")
 	flag.Int64Var(&o.burst, "burst", 200_000, "scenario 1: results per burst read from a bridge with the shipped defaults (no queue settings), batched and not; 0 skips it")
+	flag.IntVar(&o.burstQ, "burst-queue", 0, "scenario 1: queue.size of the bridge that takes the bursts (0: no queue settings, the shipped defaults); for choosing the default")
 	flag.StringVar(&o.consumers, "consumers", "", "scenario 1: run only the consumers whose names contain one of these words, comma separated (e.g. bridged,gRPC); default all")
 	flag.Float64Var(&o.latRate, "latency-rate", 1000, "scenario 2: results per second")
 	flag.Float64Var(&o.latSeconds, "latency-seconds", 5, "scenario 2: seconds per consumer")

@@ -276,11 +276,16 @@ func scenario1(ctx context.Context, o *options, r *report) error {
 // as fast as a Go gRPC client can, without batches and with max_batch 256:
 // what a single subscriber loses when the upstream outruns it.
 func burstAtDefaults(ctx context.Context, o *options, r *report, up *upstream.Server) error {
-	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: 1000, dedup: true})
+	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: 1000, dedup: true, queueSize: o.burstQ})
 	if err != nil {
 		return err
 	}
 	b.name = "scenario1-defaults"
+	if o.burstQ > 0 {
+		note := fmt.Sprintf("scenario 1: the bursts ran with queue.size %d (-burst-queue), not the shipped defaults", o.burstQ)
+		log.Print(note)
+		r.Notes = append(r.Notes, note)
+	}
 	defer b.stop()
 	cc, client, err := grpcClient(b.grpcAddr)
 	if err != nil {
