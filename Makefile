@@ -32,13 +32,17 @@ run: ## Build and run the demo upstream and the bridge (examples/demo.yaml); Ctr
 	.tmp/bridge serve --config examples/demo.yaml
 
 .PHONY: test
-test: peers browser ## Run every test with the race detector (installs the Node test peers first)
+test: peers browser python-grpc ## Run every test with the race detector (installs the Node test peers, chromium and Python's grpcio first)
 	go test -race -count=1 ./...
 	cd deploy/validate && go test -count=1 ./...
 
 .PHONY: browser
 browser: ## Install Debian chromium (headless browser for the admin status page test) if missing
 	command -v chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+.PHONY: python-grpc
+python-grpc: ## Install Debian python3-grpcio and python3-protobuf (the Python example client's test) if missing
+	/usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null || (apt-get update && apt-get install -y --no-install-recommends python3-grpcio python3-protobuf)
 
 .PHONY: deploy-check
 deploy-check: ## Validate Dockerfile and deploy/kubernetes (strict decode, invariants, static build)
@@ -54,7 +58,7 @@ testpeers/node/node_modules/.package-lock.json: testpeers/node/package-lock.json
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: ## Run every benchmark scenario side by side (bench/, DESIGN.md §7); BENCH_ARGS="-scenarios 1,2" to pick
+bench: ## Run every benchmark scenario side by side (bench/, docs/design.md §13); BENCH_ARGS="-scenarios 1,2" to pick
 	go build -o .tmp/bridge ./cmd/bridge
 	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
 	cd bench && go run ./cmd/bench -bridge ../.tmp/bridge -node node -out results.json $(BENCH_ARGS)

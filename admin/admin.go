@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gqlbridge/gqlbridge/bridge"
+	"github.com/gqlbridge/gqlbridge/session"
 )
 
 // Options configure Handler. Every field is optional.
@@ -165,7 +166,7 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 	for _, u := range snap.Upstreams {
 		uv := upstreamView{UpstreamSnapshot: u}
 		for _, c := range u.Connections {
-			if c.State == "ready" {
+			if c.State == ready {
 				uv.Ready++
 			}
 			uv.Connections = append(uv.Connections, connView{ConnSnapshot: c, SinceAgo: ago(now, c.Since), SinceAt: stamp(c.Since)})
@@ -199,15 +200,23 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 	w.Write(buf.Bytes())
 }
 
+// The snapshot carries connection states by their session.State names.
+var (
+	ready      = session.StateReady.String()
+	connecting = session.StateConnecting.String()
+	backoff    = session.StateBackoff.String()
+	closed     = session.StateClosed.String()
+)
+
 func stateRank(state string) int {
 	switch state {
-	case "ready":
+	case ready:
 		return 0
-	case "connecting":
+	case connecting:
 		return 1
-	case "backoff":
+	case backoff:
 		return 2
-	case "closed":
+	case closed:
 		return 3
 	}
 	return 4
@@ -215,11 +224,11 @@ func stateRank(state string) int {
 
 func stateClass(state string) string {
 	switch state {
-	case "ready":
+	case ready:
 		return "ok"
-	case "connecting", "backoff":
+	case connecting, backoff:
 		return "warn"
-	case "closed":
+	case closed:
 		return "bad"
 	}
 	return "muted"
@@ -239,55 +248,9 @@ func kindClass(kind string) string {
 	return "muted"
 }
 
-// codeName names the WebSocket close codes an operator meets (RFC 6455 and
-// the GraphQL over WebSocket protocols).
-func codeName(code int) string {
-	switch code {
-	case 1000:
-		return "normal closure"
-	case 1001:
-		return "going away"
-	case 1002:
-		return "protocol error"
-	case 1003:
-		return "unsupported data"
-	case 1006:
-		return "abnormal closure"
-	case 1007:
-		return "invalid payload"
-	case 1008:
-		return "policy violation"
-	case 1009:
-		return "message too big"
-	case 1011:
-		return "internal error"
-	case 1012:
-		return "service restart"
-	case 1013:
-		return "try again later"
-	case 1015:
-		return "TLS handshake"
-	case 4400:
-		return "bad request"
-	case 4401:
-		return "unauthorized"
-	case 4403:
-		return "forbidden"
-	case 4406:
-		return "subprotocol not acceptable"
-	case 4408:
-		return "connection init timeout"
-	case 4409:
-		return "subscriber already exists"
-	case 4429:
-		return "too many initialisation requests"
-	case 4500:
-		return "internal server error"
-	case 4504:
-		return "ack timeout"
-	}
-	return ""
-}
+// codeName is the name of a close code in the outcome table
+// (session/closecodes.go), "" for one it does not name.
+func codeName(code int) string { return session.CloseCode(code).Name() }
 
 func orDash(n int) string {
 	if n == 0 {

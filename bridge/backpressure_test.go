@@ -108,8 +108,13 @@ func TestBackpressureDropOldestDemo(t *testing.T) {
 // lockstepUpstream is a scripted graphql-transport-ws upstream that sends
 // one result per value received on next (0 completes the operation).
 func lockstepUpstream(t *testing.T) (url string, next chan<- int) {
+	return lockstepUpstreamSized(t, 1024)
+}
+
+// lockstepUpstreamSized is lockstepUpstream with results padded by size bytes.
+func lockstepUpstreamSized(t *testing.T, size int) (url string, next chan<- int) {
 	ch := make(chan int)
-	pad := strings.Repeat("x", 1024)
+	pad := strings.Repeat("x", size)
 	srv := scripted.Start(t, scripted.Options{Subprotocols: []string{session.TransportWS}}, func(p *scripted.Peer) {
 		if _, ok := p.Handshake(); !ok {
 			return
@@ -216,5 +221,128 @@ func TestBackpressureLockstep(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBackpressureByteBoundDemo: against the demo upstream, a caller that
+// never reads, on results of 64 KiB, holds at most its queue's max bytes
+// in the bridge (the result its stream is blocked sending included), not
+// queue size × result size; every result dropped to stay within is counted
+// and shows as a gap when it reads at last, and nothing stays counted once
+// its stream ends. The queue's byte count is read from the server and the
+// gqlbridge_queued_bytes gauge.
+func TestBackpressureByteBoundDemo(t *testing.T) {
+	t.Parallel()
+	const total, maxBytes = 200, 256 << 10
+	demo := startDemo(t, demoupstream.Options{})
+	cfg := bridge.Config{Upstreams: map[string]*bridge.Upstream{"demo": {Session: fast(demo.URL()), QueueSize: 128, QueueMaxBytes: maxBytes}}}
+	reg := withMetrics(&cfg)
+	svc, addr := serveTCP(t, cfg)
+	req := &bridgev1.SubscribeRequest{Upstream: "demo", Query: fmt.Sprintf("subscription { ticker(count: %d, intervalMs: 0, size: 65536) { n payload } }", total)}
+	slow := open(t, bridgev1.NewSubscriptionServiceClient(dial(t, addr, smallWindows...)), req)
+
+	peak := int64(0)
+	waitUntil(t, "every result read from the upstream", func() bool {
+		peak = max(peak, svc.QueuedBytes())
+		return metricValue(t, reg, "gqlbridge_events_in_total", map[string]string{"upstream": "demo"}) == total
+	})
+	held := svc.QueuedBytes()
+	t.Logf("a caller that does not read: %d bytes queued (%d at most while polling), bound %d", held, peak, maxBytes)
+	if held > maxBytes || peak > maxBytes {
+		t.Fatalf("%d bytes queued (%d seen), over the queue's %d", held, peak, maxBytes)
+	}
+	if held == 0 {
+		t.Fatal("nothing queued for a caller that does not read")
+	}
+	if g := metricValue(t, reg, "gqlbridge_queued_bytes", nil); g != float64(held) {
+		t.Fatalf("gqlbridge_queued_bytes %v, server says %d", g, held)
+	}
+
+	slow.expectLifecycle(bridgev1.Lifecycle_STATE_SUBSCRIBED)
+	results, st := slow.end()
+	if st.Code() != codes.OK {
+		t.Fatalf("slow subscriber: %v", st)
+	}
+	if gaps := checkOrdered(t, "slow subscriber", results, false, total); gaps == 0 && results[0].Sequence == 1 {
+		t.Fatalf("slow subscriber received all %d results: nothing was dropped", len(results))
+	}
+	if dropped := metricValue(t, reg, "gqlbridge_events_dropped_total", map[string]string{"upstream": "demo"}); dropped != float64(total-len(results)) {
+		t.Fatalf("dropped counter %v, want %d", dropped, total-len(results))
+	}
+	if n := svc.QueuedBytes(); n != 0 {
+		t.Fatalf("%d bytes still counted after the stream ended", n)
+	}
+}
+
+// TestBackpressureProcessBoundDemo: callers that never read, each within
+// its queue's bounds, together hold at most the server's max queued bytes;
+// a caller that keeps up, on another upstream, still gets every result
+// with no gap: the queues holding the most give way, not its. When every
+// stream has ended, nothing stays counted.
+func TestBackpressureProcessBoundDemo(t *testing.T) {
+	t.Parallel()
+	const total, budget = 100, 512 << 10
+	demo := startDemo(t, demoupstream.Options{})
+	// The reader's results are as big as the others': they fit only where
+	// another queue gives way.
+	url, next := lockstepUpstreamSized(t, 65536)
+	cfg := bridge.Config{
+		Upstreams: map[string]*bridge.Upstream{
+			"demo": {Session: fast(demo.URL()), QueueSize: 128, QueueMaxBytes: 1 << 20},
+			"up":   {Session: fast(url), QueueSize: 128, QueueMaxBytes: 1 << 20},
+		},
+		MaxQueuedBytes: budget,
+	}
+	reg := withMetrics(&cfg)
+	svc, addr := serveTCP(t, cfg)
+	var stuck []*stream
+	for i := range 3 {
+		// Different operations: nothing is shared.
+		req := &bridgev1.SubscribeRequest{Upstream: "demo", Query: fmt.Sprintf("subscription { ticker(count: %d, intervalMs: 0, size: %d) { n payload } }", total, 65536+i)}
+		stuck = append(stuck, open(t, bridgev1.NewSubscriptionServiceClient(dial(t, addr, smallWindows...)), req))
+	}
+	waitUntil(t, "every result read from the upstream", func() bool {
+		return metricValue(t, reg, "gqlbridge_events_in_total", map[string]string{"upstream": "demo"}) == 3*total
+	})
+	if n := svc.QueuedBytes(); n > budget || n < budget/2 {
+		t.Fatalf("three callers that do not read: %d bytes queued; want at most %d, and near it", n, budget)
+	}
+	if metricValue(t, reg, "gqlbridge_events_dropped_total", map[string]string{"upstream": "demo"}) == 0 {
+		t.Fatal("nothing dropped for the callers that do not read")
+	}
+
+	reader := open(t, bridgev1.NewSubscriptionServiceClient(dial(t, addr)), &bridgev1.SubscribeRequest{Upstream: "up", Query: "subscription { ticker { n payload } }"})
+	reader.expectLifecycle(bridgev1.Lifecycle_STATE_SUBSCRIBED)
+	for k := 1; k <= total; k++ {
+		select {
+		case next <- k:
+		case <-t.Context().Done():
+			t.Fatal("upstream script gone")
+		}
+		up := map[string]string{"upstream": "up"}
+		waitUntil(t, "the result read from the upstream", func() bool { return metricValue(t, reg, "gqlbridge_events_in_total", up) == float64(k) })
+		if d := metricValue(t, reg, "gqlbridge_events_dropped_total", up); d != 0 {
+			t.Fatalf("result %d: %v results dropped for the caller that reads", k, d)
+		}
+		if r := reader.expectNext(); r.Sequence != uint64(k) || tickN(t, r) != k {
+			t.Fatalf("the caller that reads: result %d has sequence %d, tick %d", k, r.Sequence, tickN(t, r))
+		}
+		if n := svc.QueuedBytes(); n > budget {
+			t.Fatalf("%d bytes queued, over %d", n, budget)
+		}
+	}
+	next <- 0
+	if rest, st := reader.end(); st.Code() != codes.OK || len(rest) != 0 {
+		t.Fatalf("the caller that reads ended with %d more results and %v", len(rest), st)
+	}
+	if d := metricValue(t, reg, "gqlbridge_events_dropped_total", map[string]string{"upstream": "up"}); d != 0 {
+		t.Fatalf("%v results dropped for the caller that reads", d)
+	}
+	for _, s := range stuck {
+		s.cancel()
+	}
+	waitUntil(t, "the queues to empty", func() bool { return svc.QueuedBytes() == 0 })
+	if g := metricValue(t, reg, "gqlbridge_queued_bytes", nil); g != 0 {
+		t.Fatalf("gqlbridge_queued_bytes %v after every stream ended", g)
 	}
 }

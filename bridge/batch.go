@@ -134,7 +134,7 @@ func (b *batcher) set(items []item) *bridgev1.SubscribeResponse_Batch {
 		b.nexts = append(b.nexts, &bridgev1.Next{})
 	}
 	for i, it := range items {
-		b.nexts[i].Result, b.nexts[i].Sequence = it.payload, it.seq
+		b.nexts[i].Result, b.nexts[i].Sequence = it.res.b, it.seq
 	}
 	b.batch.Nexts = b.nexts[:len(items)]
 	return &b.event
@@ -175,25 +175,19 @@ func (s *Server) fill(ctx context.Context, aged <-chan struct{}, q *taken, b *ba
 			if q.done {
 				break
 			}
-			select {
-			case <-q.sub.signal:
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			case <-s.drained:
-				return 0, ErrDraining
-			case <-aged:
-				return 0, ErrConnectionAged
-			default:
-				return n, nil // nothing queued: send what there is
+			if err := s.ended(ctx, aged); err != nil {
+				return 0, err
 			}
-			q.takeMore()
+			if !q.takeMore() {
+				break // nothing more queued: send what there is
+			}
 			continue
 		}
 		it := q.items[q.head+n]
 		if it.ev != nil {
 			break
 		}
-		entry := batchEntrySize(it.payload, it.seq)
+		entry := batchEntrySize(it.res.b, it.seq)
 		if !b.fits(n, body, entry) {
 			break
 		}

@@ -24,7 +24,7 @@ import (
 // predicts that length, and that no result was copied.
 func checkBatchEncoding(t *testing.T, results [][]byte, seqs []uint64) {
 	t.Helper()
-	codec := requestCodec{encoding.GetCodecV2("proto")}
+	codec := requestCodec{CodecV2: encoding.GetCodecV2("proto")}
 	want := &bridgev1.Batch{}
 	body := 0
 	for i, r := range results {
@@ -197,16 +197,16 @@ func TestPumpBatches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	drops := 0
-	sub := newSubscriber(4, DropOldest, func() { drops++ })
-	stream := &steppedStream{ctx: ctx, codec: requestCodec{encoding.GetCodecV2("proto")}, sent: make(chan *bridgev1.SubscribeResponse, 1), step: make(chan struct{})}
+	sub := newSubscriber(queueConfig{size: 4, maxBytes: 1 << 20, policy: DropOldest, onDrop: func() { drops++ }})
+	stream := &steppedStream{ctx: ctx, codec: requestCodec{CodecV2: encoding.GetCodecV2("proto")}, sent: make(chan *bridgev1.SubscribeResponse, 1), step: make(chan struct{})}
 	big := bytes.Repeat([]byte{'b'}, 5000)
 	push := func(from, to int) {
 		for i := from; i <= to; i++ {
 			if i == 12 {
-				sub.pushNext(big)
+				sub.pushNext(res(big, nil))
 				continue
 			}
-			sub.pushNext(fmt.Appendf(nil, `{"n":%d}`, i))
+			sub.pushNext(res(fmt.Appendf(nil, `{"n":%d}`, i), nil))
 		}
 	}
 	lifecycle := func(st bridgev1.Lifecycle_State) { sub.pushEvent(&bridgev1.Lifecycle{State: st}) }
@@ -220,19 +220,21 @@ func TestPumpBatches(t *testing.T) {
 		want   string // the message: a lifecycle state or the sequences of a batch
 		before func() // run while the pump waits in Send with it
 	}{
-		{"STATE_SUBSCRIBED", func() { push(5, 10) }}, // the queue of 4 keeps 7-10
-		{"[1 2 3]", nil},
-		{"[4 7 8]", func() {
+		// The pump took SUBSCRIBED and result 1 and sends SUBSCRIBED;
+		// the queue of 4 holds 2-4, and 5-10 push out 2-6.
+		{"STATE_SUBSCRIBED", func() { push(5, 10) }},
+		// Result 1, topped up with what was queued, up to max_batch.
+		{"[1 7 8]", nil},
+		{"[9 10]", func() {
 			lifecycle(bridgev1.Lifecycle_STATE_RECONNECTING)
 			push(11, 13)
 			lifecycle(bridgev1.Lifecycle_STATE_RESUBSCRIBED)
 			push(14, 14)
 		}},
-		{"[9 10]", nil},
 		{"STATE_RECONNECTING", nil},
-		{"[11]", nil},
+		{"[11]", nil}, // 12 is over the byte cap: it goes alone
 		{"[12]", nil},
-		{"[13]", nil},
+		{"[13]", nil}, // a lifecycle event ends the batch
 		{"STATE_RESUBSCRIBED", func() { push(15, 15); sub.finish(nil) }},
 		{"[14 15]", nil},
 	}
@@ -267,7 +269,7 @@ func TestPumpBatches(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("pump: %v, want the outcome nil", err)
 	}
-	if drops != 2 {
-		t.Fatalf("%d drops counted, want 2 (results 5 and 6)", drops)
+	if drops != 5 {
+		t.Fatalf("%d drops counted, want 5 (results 2 to 6)", drops)
 	}
 }

@@ -16,7 +16,7 @@ import (
 // go through protobuf's encoder.
 func TestMarshalNextDecodes(t *testing.T) {
 	t.Parallel()
-	codec := requestCodec{encoding.GetCodecV2("proto")}
+	codec := requestCodec{CodecV2: encoding.GetCodecV2("proto")}
 	for _, seq := range []uint64{0, 1, 127, 128, 16383, 16384, 1 << 35, 1<<64 - 1} {
 		for _, n := range []int{0, 1, 127, 128, 1024, 16383, 16384, 1 << 20} {
 			result := bytes.Repeat([]byte{'x'}, n)

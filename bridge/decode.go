@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"encoding/binary"
+	"errors"
+	"math"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
@@ -12,9 +14,35 @@ import (
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 )
 
-// undecodable marks a SubscribeRequest the codec could not decode. The
-// field number is the largest protobuf allows; no real request carries it.
-const undecodable protowire.Number = protowire.MaxValidNumber
+// The codec leaves its findings on the request as unknown fields with the
+// two largest field numbers protobuf allows; no real request carries them,
+// and the codec drops them from what a caller sends, so that a caller
+// cannot forge a finding. Their contents are numbers only: validation
+// turns them into fixed messages and never echoes what they hold.
+const (
+	// undecodable marks a request the codec could not decode; it holds
+	// the reason, one of the undecodable* values.
+	undecodable protowire.Number = protowire.MaxValidNumber
+	// oversized marks a request whose query or variables the codec did not
+	// decode because they exceed the server's limits; it holds their sizes
+	// (field 1: the query's bytes, field 2: the JSON bytes of variables
+	// plus extensions), 0 for what was decoded.
+	oversized protowire.Number = protowire.MaxValidNumber - 1
+)
+
+// Why a request does not decode.
+const (
+	undecodableWire  = 1 // not protobuf, truncated, or a field of the wrong type
+	undecodableUTF8  = 2 // a string field is not valid UTF-8
+	undecodableDepth = 3 // variables or extensions nest deeper than protobuf allows
+)
+
+// decodeLimits are the sizes beyond which the codec does not decode a
+// request's query or variables; 0 means no limit.
+type decodeLimits struct {
+	query     int // bytes of SubscribeRequest.query
+	variables int // JSON bytes of variables plus extensions
+}
 
 // Codec returns a server option that makes a request the server cannot
 // decode (not protobuf, invalid UTF-8 in a string field) reach the handler
@@ -25,11 +53,29 @@ const undecodable protowire.Number = protowire.MaxValidNumber
 //
 // It also encodes results without copying them: see marshalNext and
 // marshalBatch.
+//
+// This codec knows no server's limits, so it decodes oversized variables
+// before validation refuses them; (*Server).Codec, which cmd/bridge
+// installs, refuses them without decoding them.
 func Codec() grpc.ServerOption {
-	return grpc.ForceServerCodecV2(requestCodec{encoding.GetCodecV2("proto")})
+	return grpc.ForceServerCodecV2(requestCodec{CodecV2: encoding.GetCodecV2("proto")})
 }
 
-type requestCodec struct{ encoding.CodecV2 }
+// Codec returns the server option of the package-level Codec, with this
+// server's limits applied while decoding: a query longer than
+// MaxQueryBytes, or variables and extensions whose JSON is longer than
+// MaxVariablesBytes, are measured in their protobuf encoding and left
+// undecoded, so that refusing them costs no memory per key or byte; the
+// request then reaches validation marked with their sizes.
+func (s *Server) Codec() grpc.ServerOption {
+	return grpc.ForceServerCodecV2(requestCodec{CodecV2: encoding.GetCodecV2("proto"),
+		limits: decodeLimits{query: s.cfg.MaxQueryBytes, variables: s.cfg.MaxVariablesBytes}})
+}
+
+type requestCodec struct {
+	encoding.CodecV2
+	limits decodeLimits
+}
 
 func (c requestCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*bridgev1.SubscribeResponse); ok {
@@ -93,34 +139,191 @@ type nextMessage struct {
 }
 
 func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	err := c.CodecV2.Unmarshal(data, v)
-	if req, ok := v.(*bridgev1.SubscribeRequest); ok && err != nil {
-		proto.Reset(req)
-		mark := protowire.AppendTag(nil, undecodable, protowire.BytesType)
-		mark = protowire.AppendString(mark, err.Error())
-		req.ProtoReflect().SetUnknown(mark)
-		return nil
+	req, ok := v.(*bridgev1.SubscribeRequest)
+	if !ok {
+		return c.CodecV2.Unmarshal(data, v)
 	}
-	return err
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	decodeRequest(buf.ReadOnlyData(), req, c.limits)
+	return nil
 }
 
-// decodeError reports the mark left by requestCodec.
-func decodeError(req *bridgev1.SubscribeRequest) error {
+// decodeRequest decodes b into req, leaving out what the codec's markers
+// would be (a caller's forgery) and, over the limits, the query or the
+// variables and extensions, which it marks instead. It never fails: a
+// request that does not decode is reset and marked undecodable.
+func decodeRequest(b []byte, req *bridgev1.SubscribeRequest, lim decodeLimits) {
+	// First pass: sizes, without decoding anything.
+	queryLen, varsLen, forged := 0, 0, false
+	for rest := b; len(rest) > 0; {
+		num, typ, n := protowire.ConsumeField(rest)
+		if n < 0 {
+			markUndecodable(req, undecodableWire)
+			return
+		}
+		field := rest[:n]
+		rest = rest[n:]
+		switch {
+		case num == undecodable || num == oversized:
+			forged = true
+		case typ != protowire.BytesType:
+		case num == 2: // query; the last one is the one protobuf keeps
+			queryLen = len(bytesPayload(field))
+		case (num == 3 || num == 5) && lim.variables > 0: // variables, extensions
+			size, err := structJSONSize(bytesPayload(field))
+			if err != nil {
+				kind := uint64(undecodableWire)
+				if err == errTooDeep {
+					kind = undecodableDepth
+				}
+				markUndecodable(req, kind)
+				return
+			}
+			varsLen += size
+		}
+	}
+	skipQuery := lim.query > 0 && queryLen > lim.query
+	skipVars := lim.variables > 0 && varsLen > lim.variables
+
+	// Second pass: decode the runs of fields that are kept.
+	keep := func(num protowire.Number, typ protowire.Type) bool {
+		switch {
+		case num == undecodable || num == oversized:
+			return false
+		case typ != protowire.BytesType:
+			return true
+		case num == 2:
+			return !skipQuery
+		case num == 3 || num == 5:
+			return !skipVars
+		}
+		return true
+	}
+	var err error
+	if !forged && !skipQuery && !skipVars {
+		err = proto.Unmarshal(b, req)
+	} else {
+		opts := proto.UnmarshalOptions{Merge: true}
+		run := 0 // start of the current run of kept fields
+		for i := 0; i < len(b) && err == nil; {
+			num, typ, n := protowire.ConsumeField(b[i:])
+			if !keep(num, typ) {
+				if run < i {
+					err = opts.Unmarshal(b[run:i], req)
+				}
+				run = i + n
+			}
+			i += n
+		}
+		if err == nil && run < len(b) {
+			err = opts.Unmarshal(b[run:], req)
+		}
+	}
+	if err != nil {
+		kind := uint64(undecodableWire)
+		var utf interface{ InvalidUTF8() bool }
+		if errors.As(err, &utf) && utf.InvalidUTF8() {
+			kind = undecodableUTF8
+		}
+		markUndecodable(req, kind)
+		return
+	}
+	if skipQuery || skipVars {
+		var sizes []byte
+		if skipQuery {
+			sizes = protowire.AppendTag(sizes, 1, protowire.VarintType)
+			sizes = protowire.AppendVarint(sizes, uint64(queryLen))
+		}
+		if skipVars {
+			sizes = protowire.AppendTag(sizes, 2, protowire.VarintType)
+			sizes = protowire.AppendVarint(sizes, uint64(varsLen))
+		}
+		mark := protowire.AppendTag(req.ProtoReflect().GetUnknown(), oversized, protowire.BytesType)
+		req.ProtoReflect().SetUnknown(protowire.AppendBytes(mark, sizes))
+	}
+}
+
+// bytesPayload returns the payload of one length-delimited field.
+func bytesPayload(field []byte) []byte {
+	_, _, n := protowire.ConsumeTag(field)
+	v, _ := protowire.ConsumeBytes(field[n:])
+	return v
+}
+
+func markUndecodable(req *bridgev1.SubscribeRequest, kind uint64) {
+	proto.Reset(req)
+	mark := protowire.AppendTag(nil, undecodable, protowire.VarintType)
+	req.ProtoReflect().SetUnknown(protowire.AppendVarint(mark, kind))
+}
+
+// marks are the codec's findings on a request.
+type marks struct {
+	undecodable    uint64 // an undecodable* reason, 0 when it decoded
+	queryBytes     int    // the size of a query left undecoded, else 0
+	variablesBytes int    // the JSON size of variables left undecoded, else 0
+}
+
+// readMarks reads the codec's findings. Without the codec (a server using
+// protobuf's own) a caller may have set these fields itself; they hold
+// numbers only, which validation checks before using.
+func readMarks(req *bridgev1.SubscribeRequest) marks {
+	var m marks
 	b := req.ProtoReflect().GetUnknown()
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return nil
+			return m
 		}
 		b = b[n:]
-		if num == undecodable && typ == protowire.BytesType {
-			msg, _ := protowire.ConsumeString(b)
-			return invalid("the request is not a valid graphqlbridge.v1.SubscribeRequest (%s): check the client's protobuf encoding; string fields must be valid UTF-8", msg)
+		switch {
+		case num == undecodable && typ == protowire.VarintType:
+			m.undecodable, n = protowire.ConsumeVarint(b)
+		case num == oversized && typ == protowire.BytesType:
+			var sizes []byte
+			sizes, n = protowire.ConsumeBytes(b)
+			for len(sizes) > 0 {
+				f, t, k := protowire.ConsumeTag(sizes)
+				if k < 0 || t != protowire.VarintType {
+					break
+				}
+				v, l := protowire.ConsumeVarint(sizes[k:])
+				if l < 0 {
+					break
+				}
+				sizes = sizes[k+l:]
+				if v > math.MaxInt32 {
+					v = math.MaxInt32
+				}
+				switch f {
+				case 1:
+					m.queryBytes = int(v)
+				case 2:
+					m.variablesBytes = int(v)
+				}
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
-		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-			return nil
+		if n < 0 {
+			return m
 		}
 		b = b[n:]
 	}
-	return nil
+	return m
+}
+
+// decodeError reports a request the codec could not decode, in words fixed
+// by the bridge: what the caller sent is never quoted.
+func decodeError(m marks) error {
+	const prefix = "the request is not a valid graphqlbridge.v1.SubscribeRequest: "
+	switch m.undecodable {
+	case 0:
+		return nil
+	case undecodableUTF8:
+		return invalid(prefix + "a string field is not valid UTF-8; upstream, query, operation_name and the strings in variables and extensions must be valid UTF-8")
+	case undecodableDepth:
+		return invalid(prefix+"variables or extensions nest more than %d messages deep", maxNesting)
+	}
+	return invalid(prefix + "check the client's protobuf encoding")
 }

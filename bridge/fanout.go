@@ -26,10 +26,10 @@ type fanout struct {
 }
 
 func (f *fanout) OnNext(payload []byte) {
-	p := append([]byte(nil), payload...)
+	r := &result{b: append([]byte(nil), payload...), budget: f.pool.budget}
 	f.mu.Lock()
 	for _, s := range f.subs {
-		s.pushNext(p)
+		s.pushNext(r)
 	}
 	f.mu.Unlock()
 	if f.pool.in != nil {

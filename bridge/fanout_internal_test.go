@@ -16,7 +16,7 @@ import (
 // the first subscriber's finish while the second one leaves.
 func TestFanoutDoneWhileLeaving(t *testing.T) {
 	t.Parallel()
-	a, b, c := newSubscriber(4, DropOldest, nil), newSubscriber(4, DropOldest, nil), newSubscriber(4, DropOldest, nil)
+	a, b, c := newSubscriber(queueConfig{size: 4, maxBytes: 1 << 20}), newSubscriber(queueConfig{size: 4, maxBytes: 1 << 20}), newSubscriber(queueConfig{size: 4, maxBytes: 1 << 20})
 	f := &fanout{subs: []*subscriber{a, b, c}}
 	outcome := errors.New("upstream went away")
 
@@ -82,11 +82,11 @@ func TestFanoutJoinBeforeStart(t *testing.T) {
 			t.Errorf("%s heard %v, want %v", name, got, want)
 		}
 	}
-	first := newSubscriber(8, DropOldest, nil)
+	first := newSubscriber(queueConfig{size: 8, maxBytes: 1 << 20})
 	f := &fanout{}
 	f.join(first)
 	f.OnEvent(session.Event{Kind: session.Reconnecting, Code: 1006, Attempt: 1})
-	joiner := newSubscriber(8, DropOldest, nil)
+	joiner := newSubscriber(queueConfig{size: 8, maxBytes: 1 << 20})
 	f.join(joiner)
 	check("the first subscriber", states(first), "STATE_RECONNECTING")
 	check("the joiner, before the start", states(joiner), "STATE_RECONNECTING")
@@ -95,11 +95,11 @@ func TestFanoutJoinBeforeStart(t *testing.T) {
 	check("the first subscriber", states(first), "STATE_SUBSCRIBED")
 	check("the joiner, at the start", states(joiner), "STATE_SUBSCRIBED")
 
-	late := newSubscriber(8, DropOldest, nil)
+	late := newSubscriber(queueConfig{size: 8, maxBytes: 1 << 20})
 	f.join(late)
 	check("a joiner after the start", states(late), "STATE_SUBSCRIBED")
 	f.OnEvent(session.Event{Kind: session.Reconnecting, Code: 1012, Attempt: 1})
-	later := newSubscriber(8, DropOldest, nil)
+	later := newSubscriber(queueConfig{size: 8, maxBytes: 1 << 20})
 	f.join(later)
 	check("a joiner while reconnecting", states(later), "STATE_SUBSCRIBED", "STATE_RECONNECTING")
 }

@@ -52,7 +52,7 @@ func startBridge(t *testing.T, tr transport, cfg bridge.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(bridge.Codec()) // as cmd/bridge wires it
+	gs := grpc.NewServer(svc.Codec()) // as cmd/bridge wires it
 	bridgev1.RegisterSubscriptionServiceServer(gs, svc)
 	var lis net.Listener
 	var dial []grpc.DialOption

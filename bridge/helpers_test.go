@@ -120,7 +120,7 @@ func serveTCP(t *testing.T, cfg bridge.Config, opts ...grpc.ServerOption) (*brid
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(append([]grpc.ServerOption{bridge.Codec()}, opts...)...) // as cmd/bridge wires it
+	gs := grpc.NewServer(append([]grpc.ServerOption{svc.Codec()}, opts...)...) // as cmd/bridge wires it
 	bridgev1.RegisterSubscriptionServiceServer(gs, svc)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

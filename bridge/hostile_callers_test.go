@@ -3,7 +3,9 @@ package bridge_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/gqlbridge/gqlbridge/bridge"
@@ -193,5 +196,80 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatalf("condition not reached in 20s; goroutines:\n%s", buf[:n])
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestHostileCallersWideVariables replays the operators' finding: callers
+// sending ~3.7 MB requests whose variables hold 150,000 keys, over the
+// default 64 KiB limit, concurrently. Every one is refused with the size
+// and the limit, and refusing them allocates no more than gRPC's own
+// buffers for the request: the server's codec measures the variables in
+// their protobuf encoding and never decodes them. Those buffers (the
+// frames read, then the message in one piece) come from pools, which keep
+// them between requests, except under the race detector, which makes pools
+// drop buffers at random; at worst they are twice the request. Decoding the
+// variables, as the bridge did before, allocated about 15 times the
+// request per refusal (AsMap and JSON on top, more). Not parallel: the
+// bound is on the whole process's allocations. The first round warms the
+// pools and is not measured.
+func TestHostileCallersWideVariables(t *testing.T) {
+	demo := startDemo(t, demoupstream.Options{})
+	e := startBridge(t, inMemory, bridge.Config{Upstreams: map[string]*bridge.Upstream{"demo": {Session: fast(demo.URL())}}})
+	raw, err := proto.Marshal(&bridgev1.SubscribeRequest{Upstream: "demo", Query: "subscription { ticker { n } }"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// variables: 150,000 keys with a number each, written with protowire
+	// (proto.Marshal of such a Struct is slow).
+	var st, entry, value []byte
+	for i := range 150_000 {
+		value = protowire.AppendTag(value[:0], 2, protowire.Fixed64Type)
+		value = protowire.AppendFixed64(value, math.Float64bits(float64(i)))
+		entry = protowire.AppendTag(entry[:0], 1, protowire.BytesType)
+		entry = protowire.AppendString(entry, fmt.Sprintf("key%07d", i))
+		entry = protowire.AppendTag(entry, 2, protowire.BytesType)
+		entry = protowire.AppendBytes(entry, value)
+		st = protowire.AppendTag(st, 1, protowire.BytesType)
+		st = protowire.AppendBytes(st, entry)
+	}
+	raw = protowire.AppendBytes(protowire.AppendTag(raw, 3, protowire.BytesType), st)
+	const callers, each = 4, 3
+	round := func() {
+		var wg sync.WaitGroup
+		for range callers {
+			wg.Go(func() {
+				for range each {
+					cs, err := e.conn.NewStream(t.Context(), &grpc.StreamDesc{ServerStreams: true},
+						bridgev1.SubscriptionService_Subscribe_FullMethodName, grpc.ForceCodecV2(rawCodec{}))
+					if err == nil {
+						err = cs.SendMsg(rawMessage(raw))
+					}
+					if err == nil {
+						err = cs.CloseSend()
+					}
+					if err == nil {
+						err = cs.RecvMsg(&bridgev1.SubscribeResponse{})
+					}
+					if st := status.Convert(err); st.Code() != codes.InvalidArgument ||
+						!strings.HasSuffix(st.Message(), " bytes of JSON; the limit is 65536") {
+						t.Errorf("wide variables: %v", err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	round()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	round()
+	runtime.ReadMemStats(&after)
+	perRequest := float64(after.TotalAlloc-before.TotalAlloc) / (callers * each)
+	t.Logf("%d-byte requests: %.0f bytes allocated per refusal (%.2f times the request)", len(raw), perRequest, perRequest/float64(len(raw)))
+	if perRequest > 3*float64(len(raw)) {
+		t.Fatalf("refusing a %d-byte request allocated %.0f bytes; want no more than gRPC's buffers for it", len(raw), perRequest)
+	}
+	if demo.Stats().Connections != 0 {
+		t.Fatal("a refused request reached the upstream")
 	}
 }

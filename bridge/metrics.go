@@ -2,13 +2,14 @@ package bridge
 
 import (
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gqlbridge/gqlbridge/session"
 )
 
-// Metrics are the bridge's Prometheus metrics (DESIGN.md §6). Labels carry
+// Metrics are the bridge's Prometheus metrics (docs/deploy.md lists them). Labels carry
 // upstream names, states, close codes and reasons from a fixed set: never a
 // credential or a caller-supplied value. A nil *Metrics records nothing.
 type Metrics struct {
@@ -18,6 +19,8 @@ type Metrics struct {
 	eventsInC     *prometheus.CounterVec
 	eventsOut     *prometheus.CounterVec
 	dropped       *prometheus.CounterVec
+	queuedBytes   prometheus.GaugeFunc
+	budget        atomic.Pointer[queueBudget] // what queuedBytes reports
 	reconnects    *prometheus.CounterVec
 	terminations  *prometheus.CounterVec
 	ackLatency    *prometheus.HistogramVec
@@ -48,7 +51,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		subscribeReqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gqlbridge_token_refreshes_total",
 			Help: "Credential refreshes requested after an upstream rejected a credential."}, []string{"upstream"}),
 	}
-	reg.MustRegister(m.connections, m.subscribers, m.operations, m.eventsInC, m.eventsOut, m.dropped,
+	// Read when scraped, so that results are not counted twice over.
+	m.queuedBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gqlbridge_queued_bytes",
+		Help: "Bytes of results held for callers in subscribers' queues, each result counted once."},
+		func() float64 {
+			if b := m.budget.Load(); b != nil {
+				return float64(b.used.Load())
+			}
+			return 0
+		})
+	reg.MustRegister(m.connections, m.subscribers, m.operations, m.eventsInC, m.eventsOut, m.dropped, m.queuedBytes,
 		m.reconnects, m.terminations, m.ackLatency, m.subscribeReqs)
 	return m
 }
@@ -75,6 +87,13 @@ func (m *Metrics) dropCounter(upstream string) func() {
 	}
 	c := m.dropped.WithLabelValues(upstream)
 	return c.Inc
+}
+
+// reportBudget makes gqlbridge_queued_bytes report b.
+func (m *Metrics) reportBudget(b *queueBudget) {
+	if m != nil {
+		m.budget.Store(b)
+	}
 }
 
 func (m *Metrics) subscriberJoined(upstream string, shared bool) {
@@ -115,7 +134,7 @@ func (m *Metrics) connState(upstream string, sc session.StateChange) {
 	case session.StateReady:
 		m.ackLatency.WithLabelValues(upstream).Observe(sc.AckLatency.Seconds())
 	case session.StateBackoff:
-		m.reconnects.WithLabelValues(upstream, strconv.Itoa(sc.Cause.Code), sc.Cause.Class.String()).Inc()
+		m.reconnects.WithLabelValues(upstream, strconv.Itoa(int(sc.Cause.Code)), sc.Cause.Class.String()).Inc()
 		if sc.Cause.Class == session.ClassAuth {
 			m.subscribeReqs.WithLabelValues(upstream).Inc()
 		}

@@ -34,6 +34,7 @@ type upstreamPool struct {
 	log     *slog.Logger
 	metrics *Metrics
 	in      prometheus.Counter // results read from the upstream; nil without metrics
+	budget  *queueBudget       // the server's bound on queued bytes
 
 	mu       sync.Mutex
 	conns    map[string][]*pooledConn // by credential identity
@@ -44,9 +45,9 @@ type upstreamPool struct {
 	closing  sync.WaitGroup // idle closes under way
 }
 
-func newUpstreamPool(name string, up *Upstream, log *slog.Logger, m *Metrics) *upstreamPool {
+func newUpstreamPool(name string, up *Upstream, log *slog.Logger, m *Metrics, budget *queueBudget) *upstreamPool {
 	return &upstreamPool{name: name, up: up, log: log.With("upstream", name), metrics: m, in: m.eventIn(name),
-		conns: map[string][]*pooledConn{}, shared: map[string]*fanout{}}
+		budget: budget, conns: map[string][]*pooledConn{}, shared: map[string]*fanout{}}
 }
 
 var errShuttingDown = errors.New("bridge: shutting down")
@@ -221,8 +222,9 @@ func (p *upstreamPool) closeIdle(pc *pooledConn) {
 	pc.c.Close(session.CodeNormal, nil)
 }
 
-// close shuts every connection with code (1001 when the bridge stops).
-func (p *upstreamPool) close(code int) {
+// close shuts every connection with code (CodeGoingAway when the bridge
+// stops).
+func (p *upstreamPool) close(code session.CloseCode) {
 	p.mu.Lock()
 	p.shutdown = true
 	var all []*pooledConn
@@ -294,7 +296,7 @@ func (p *upstreamPool) record(pc *pooledConn, sc session.StateChange) {
 		return
 	}
 	if c := sc.Cause; c != nil {
-		ev.Code, ev.Reason, ev.Class, ev.HTTPStatus = c.Code, c.Reason, c.Class.String(), c.HTTPStatus
+		ev.Code, ev.Reason, ev.Class, ev.HTTPStatus = int(c.Code), c.Reason, c.Class.String(), c.HTTPStatus
 	}
 	ev.Attempt = sc.Attempt
 	if len(p.events) == maxEvents {

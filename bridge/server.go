@@ -2,12 +2,10 @@ package bridge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +15,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 	"github.com/gqlbridge/gqlbridge/session"
@@ -30,7 +27,7 @@ type Upstream struct {
 	Session session.Config
 	// HandshakeFor, when set, gives each credential identity its own
 	// handshake (forwarded credentials); it overrides Session.Handshake.
-	HandshakeFor func(identity string) func(context.Context, session.Attempt) (session.Handshake, error)
+	HandshakeFor func(identity string) session.HandshakeFunc
 	// MaxOpsPerConn caps operations per connection; another connection
 	// opens when all are full. Default 1000.
 	MaxOpsPerConn int
@@ -39,7 +36,13 @@ type Upstream struct {
 	// QueueSize bounds each subscriber's queue of results. Default
 	// DefaultQueueSize.
 	QueueSize int
-	// SlowPolicy is what happens when that queue is full. Default DropOldest.
+	// QueueMaxBytes bounds the bytes of results in each subscriber's queue,
+	// the one being sent to the caller included. A result bigger than that
+	// on its own is queued only when the subscriber holds no other.
+	// Default 64 MiB: DefaultQueueSize results of 1 KiB.
+	QueueMaxBytes int
+	// SlowPolicy is what happens when that queue is full, by count or by
+	// bytes, or when Config.MaxQueuedBytes is reached. Default DropOldest.
 	SlowPolicy SlowPolicy
 	// IdleTimeout closes a connection that carried no operation this long.
 	// Default 30s.
@@ -78,6 +81,11 @@ type Config struct {
 	// larger than that goes alone, in a batch of one. Default 1 MiB, well
 	// under the 4 MiB gRPC clients accept by default.
 	MaxBatchBytes int
+	// MaxQueuedBytes bounds the bytes of results held in all subscribers'
+	// queues together, a result shared by several counted once. When a
+	// result does not fit, the subscribers whose queues hold the most give
+	// way first, each by its SlowPolicy. Default 256 MiB.
+	MaxQueuedBytes int
 	// Identity returns the credential identity of a caller (forwarded
 	// credentials); nil means every caller shares the upstream's credential.
 	Identity func(ctx context.Context, upstream string) (string, error)
@@ -102,6 +110,7 @@ type Server struct {
 
 	cfg     Config
 	pools   map[string]*upstreamPool
+	budget  *queueBudget
 	log     *slog.Logger
 	total   atomic.Int64
 	drained chan struct{} // closed when open streams must end
@@ -131,10 +140,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBatchBytes <= 0 {
 		cfg.MaxBatchBytes = defaultMaxBatchBytes
 	}
+	if cfg.MaxQueuedBytes <= 0 {
+		cfg.MaxQueuedBytes = 256 << 20
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, pools: map[string]*upstreamPool{}, log: cfg.Logger, drained: make(chan struct{})}
+	s := &Server{cfg: cfg, pools: map[string]*upstreamPool{}, log: cfg.Logger, drained: make(chan struct{}),
+		budget: newQueueBudget(int64(cfg.MaxQueuedBytes))}
+	cfg.Metrics.reportBudget(s.budget)
 	for name, up := range cfg.Upstreams {
 		// Refuse at start what every Subscribe would fail on.
 		if _, err := session.CheckURL(up.Session.URL); err != nil {
@@ -146,10 +160,13 @@ func New(cfg Config) (*Server, error) {
 		if up.QueueSize <= 0 {
 			up.QueueSize = DefaultQueueSize
 		}
+		if up.QueueMaxBytes <= 0 {
+			up.QueueMaxBytes = 64 << 20
+		}
 		if up.IdleTimeout <= 0 {
 			up.IdleTimeout = 30 * time.Second
 		}
-		s.pools[name] = newUpstreamPool(name, up, cfg.Logger, cfg.Metrics)
+		s.pools[name] = newUpstreamPool(name, up, cfg.Logger, cfg.Metrics, s.budget)
 	}
 	return s, nil
 }
@@ -216,7 +233,11 @@ func (s *Server) subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStr
 	if pool.up.Dedup {
 		key = dedupKey(identity, sreq)
 	}
-	sub := newSubscriber(pool.up.QueueSize, pool.up.SlowPolicy, s.cfg.Metrics.dropCounter(pool.name))
+	sub := newSubscriber(queueConfig{size: pool.up.QueueSize, maxBytes: pool.up.QueueMaxBytes, policy: pool.up.SlowPolicy,
+		onDrop: s.cfg.Metrics.dropCounter(pool.name), budget: s.budget})
+	// Deferred first, so it runs after detach: then nothing is pushed any
+	// more, and what the queue holds leaves the server's budget.
+	defer sub.discard()
 	detach, err := pool.attach(identity, sreq, key, sub)
 	if err != nil {
 		return err
@@ -226,8 +247,11 @@ func (s *Server) subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStr
 }
 
 // pump sends what the subscriber's queue holds until the outcome, the
-// caller leaving, or the drain. One goroutine per stream: this one. With
-// maxBatch above 1, results go out in Batch events (batch.go).
+// caller leaving, the drain or the connection's ageing. One goroutine per
+// stream: this one. It takes from the queue only what it is about to send
+// (one result, or with maxBatch above 1 the results of one Batch event,
+// batch.go), so that a caller that stops reading pins only that; the rest
+// stays in the queue, where the policy can drop it.
 func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse], maxBatch int) error {
 	// One allocation for what the stream reuses for every message.
 	m := &pumpMessages{q: taken{sub: sub}}
@@ -250,16 +274,20 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 			if q.done {
 				return q.outcome
 			}
-			select {
-			case <-sub.signal:
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-s.drained:
-				return ErrDraining
-			case <-aged:
-				return ErrConnectionAged
+			if err := s.ended(ctx, aged); err != nil {
+				return err
 			}
-			q.takeMore()
+			if !q.takeMore() {
+				select {
+				case <-sub.signal:
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-s.drained:
+					return ErrDraining
+				case <-aged:
+					return ErrConnectionAged
+				}
+			}
 			continue
 		}
 		it, n := q.items[q.head], 1
@@ -268,7 +296,7 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 			onL.Lifecycle = it.ev
 			resp.Event = onL
 		case b == nil:
-			next.Result, next.Sequence = it.payload, it.seq
+			next.Result, next.Sequence = it.res.b, it.seq
 			resp.Event = onN
 		default:
 			var err error
@@ -289,8 +317,11 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 		}
 		clear(q.items[q.head : q.head+n])
 		q.head += n
-		if out != nil && it.ev == nil {
-			out.Add(float64(n))
+		if it.ev == nil {
+			sub.sent(n)
+			if out != nil {
+				out.Add(float64(n))
+			}
 		}
 	}
 }
@@ -305,6 +336,20 @@ type pumpMessages struct {
 	resp bridgev1.SubscribeResponse
 }
 
+// ended reports, without waiting, why the stream must end now, if it must.
+func (s *Server) ended(ctx context.Context, aged <-chan struct{}) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.drained:
+		return ErrDraining
+	case <-aged:
+		return ErrConnectionAged
+	default:
+		return nil
+	}
+}
+
 // taken holds what the pump took from its subscriber and has not sent yet:
 // items[head:].
 type taken struct {
@@ -315,18 +360,18 @@ type taken struct {
 	outcome error
 }
 
-// takeMore appends what the subscriber queued since the last take,
-// moving what is left to the front first.
-func (t *taken) takeMore() {
+// takeMore appends the subscriber's oldest queued events, up to and
+// including one result, moving what is left to the front first. It reports
+// whether it took anything or learnt the outcome.
+func (t *taken) takeMore() bool {
 	if t.head > 0 {
 		n := copy(t.items, t.items[t.head:])
 		clear(t.items[n:])
 		t.items, t.head = t.items[:n], 0
 	}
+	before := len(t.items)
 	t.items, t.done, t.outcome = t.sub.take(t.items)
-	if cap(t.items) > keepItems && len(t.items) < cap(t.items)/4 {
-		t.items = slices.Clone(t.items) // let go of the array a burst grew
-	}
+	return len(t.items) > before || t.done
 }
 
 // reserve counts a stream on the upstream, against its cap if it has one.
@@ -345,10 +390,12 @@ func (p *upstreamPool) reserve() (func(), error) {
 	}, nil
 }
 
-// validate checks a request and builds the upstream request.
+// validate checks a request and builds the upstream request. Its messages
+// quote what the caller sent only through quoteCaller.
 func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, session.Request, error) {
 	var sreq session.Request
-	if err := decodeError(req); err != nil {
+	m := readMarks(req)
+	if err := decodeError(m); err != nil {
 		return nil, sreq, err
 	}
 	name := req.GetUpstream()
@@ -358,7 +405,12 @@ func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, sessio
 	pool := s.pools[name]
 	if pool == nil {
 		return nil, sreq, &RequestError{Code: codes.NotFound, Reason: ReasonUnknownUpstream,
-			Msg: fmt.Sprintf("unknown upstream %q: configured upstreams are %s", truncateString(name, 64), strings.Join(slices.Sorted(maps.Keys(s.pools)), ", "))}
+			Msg: fmt.Sprintf("unknown upstream %s: configured upstreams are %s", quoteCaller(name), strings.Join(slices.Sorted(maps.Keys(s.pools)), ", "))}
+	}
+	// The codec left an oversized query or variables undecoded; a size at
+	// or under the limit is not the codec's, and is ignored.
+	if m.queryBytes > s.cfg.MaxQueryBytes {
+		return nil, sreq, invalid("query is %d bytes; the limit is %d", m.queryBytes, s.cfg.MaxQueryBytes)
 	}
 	q := req.GetQuery()
 	if strings.TrimSpace(q) == "" {
@@ -372,6 +424,9 @@ func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, sessio
 	}
 	if mb := req.GetMaxBatch(); uint64(mb) > uint64(s.cfg.MaxBatch) {
 		return nil, sreq, invalid("max_batch is %d; this bridge sends at most %d results per batch: ask for %d or fewer (0 or 1 for no batches)", mb, s.cfg.MaxBatch, s.cfg.MaxBatch)
+	}
+	if m.variablesBytes > s.cfg.MaxVariablesBytes {
+		return nil, sreq, invalid("variables and extensions are %d bytes of JSON; the limit is %d", m.variablesBytes, s.cfg.MaxVariablesBytes)
 	}
 	vars, err := structJSON(req.GetVariables())
 	if err != nil {
@@ -387,61 +442,9 @@ func (s *Server) validate(req *bridgev1.SubscribeRequest) (*upstreamPool, sessio
 	return pool, session.Request{Query: q, Variables: vars, OperationName: req.GetOperationName(), Extensions: ext}, nil
 }
 
-// structJSON encodes a Struct canonically (sorted keys), so identical
-// variables produce identical bytes and deduplicate.
-func structJSON(st *structpb.Struct) (json.RawMessage, error) {
-	if st == nil || len(st.GetFields()) == 0 {
-		return nil, nil
-	}
-	// AsMap turns NaN and ±Infinity into the strings "NaN" and "Infinity":
-	// refuse them rather than send the upstream a string it never got.
-	if err := finite(structpb.NewStructValue(st), ""); err != nil {
-		return nil, err
-	}
-	b, err := json.Marshal(st.AsMap())
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
-}
-
-// finite reports the first number in v that JSON cannot represent.
-func finite(v *structpb.Value, path string) error {
-	switch k := v.GetKind().(type) {
-	case *structpb.Value_NumberValue:
-		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
-			return fmt.Errorf("%s is %v, which JSON cannot represent: send a finite number, a string or null", path, k.NumberValue)
-		}
-	case *structpb.Value_StructValue:
-		for name, f := range k.StructValue.GetFields() {
-			p := name
-			if path != "" {
-				p = path + "." + name
-			}
-			if err := finite(f, p); err != nil {
-				return err
-			}
-		}
-	case *structpb.Value_ListValue:
-		for i, e := range k.ListValue.GetValues() {
-			if err := finite(e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // dedupKey identifies identical subscriptions.
 func dedupKey(identity string, r session.Request) string {
 	return strings.Join([]string{identity, r.Query, r.OperationName, string(r.Variables), string(r.Extensions)}, "\x00")
-}
-
-func truncateString(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 // enter counts a Subscribe call in, unless the service is draining.
@@ -566,6 +569,10 @@ type ConnEvent struct {
 	Class      string    `json:"class,omitempty"`
 	Attempt    int       `json:"attempt"`
 }
+
+// QueuedBytes is the bytes of results held in all subscribers' queues,
+// each result counted once: what Config.MaxQueuedBytes bounds.
+func (s *Server) QueuedBytes() int64 { return s.budget.used.Load() }
 
 // Snapshot reports the state of every upstream, sorted by name.
 func (s *Server) Snapshot() Snapshot {

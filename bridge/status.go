@@ -81,7 +81,7 @@ func Status(upstream string, err error) *status.Status {
 		code   codes.Code
 		reason string
 		msg    = err.Error()
-		meta   = map[string]string{"upstream": truncateString(upstream, 64)}
+		meta   = map[string]string{"upstream": callerName(upstream)}
 		retry  time.Duration
 	)
 	var (
@@ -100,7 +100,7 @@ func Status(upstream string, err error) *status.Status {
 		msg = "upstream rejected the operation: " + string(ge.Errors)
 		meta["graphql_errors"] = string(ge.Errors)
 	case errors.As(err, &se):
-		meta["close_code"] = strconv.Itoa(se.Code)
+		meta["close_code"] = strconv.Itoa(int(se.Code))
 		meta["close_reason"] = se.Reason
 		meta["class"] = se.Class.String()
 		if se.HTTPStatus != 0 {
@@ -141,26 +141,25 @@ func Status(upstream string, err error) *status.Status {
 	return st
 }
 
-// sessionCode maps an upstream connection failure per DESIGN.md §4.
+// verdicts is the gRPC column of the outcome table in
+// session/closecodes.go: the code and ErrorInfo reason of each verdict.
+var verdicts = map[session.Verdict]struct {
+	code   codes.Code
+	reason string
+}{
+	session.VerdictUnavailable:      {codes.Unavailable, ReasonUpstreamUnavailable},
+	session.VerdictAuthRejected:     {codes.Unauthenticated, ReasonAuthRejected},
+	session.VerdictPermissionDenied: {codes.PermissionDenied, ReasonPermissionDenied},
+	session.VerdictMisconfigured:    {codes.FailedPrecondition, ReasonMisconfigured},
+	session.VerdictProtocolFault:    {codes.Internal, ReasonProtocolFault},
+	session.VerdictRateLimited:      {codes.ResourceExhausted, ReasonRateLimited},
+	session.VerdictMessageTooBig:    {codes.ResourceExhausted, ReasonMessageTooBig},
+}
+
+// sessionCode maps an upstream connection failure by its verdict.
 func sessionCode(e *session.Error) (codes.Code, string) {
-	switch e.Class {
-	case session.ClassTransient:
-		return codes.Unavailable, ReasonUpstreamUnavailable
-	case session.ClassAuth:
-		if e.Code == 4403 || e.Code == 1008 || e.HTTPStatus == 403 {
-			return codes.PermissionDenied, ReasonPermissionDenied
-		}
-		return codes.Unauthenticated, ReasonAuthRejected
-	case session.ClassMisconfig:
-		return codes.FailedPrecondition, ReasonMisconfigured
-	case session.ClassBridgeFault:
-		switch e.Code {
-		case 4429:
-			return codes.ResourceExhausted, ReasonRateLimited
-		case 1009:
-			return codes.ResourceExhausted, ReasonMessageTooBig
-		}
-		return codes.Internal, ReasonProtocolFault
+	if v, ok := verdicts[e.Verdict()]; ok {
+		return v.code, v.reason
 	}
 	return codes.Internal, ReasonProtocolFault
 }

@@ -18,9 +18,10 @@ import (
 	"github.com/gqlbridge/gqlbridge/session"
 )
 
-// TestStatusTable checks bridge.Status against every row of DESIGN.md §4
-// (and docs/status.md): the code, the ErrorInfo reason and metadata, and
-// RetryInfo exactly where retrying makes sense.
+// TestStatusTable checks bridge.Status against the outcome policy
+// (session/closecodes.go, docs/design.md §5) and docs/status.md: the code,
+// the ErrorInfo reason and metadata, and RetryInfo exactly where retrying
+// makes sense.
 func TestStatusTable(t *testing.T) {
 	t.Parallel()
 	const up = "orders"
@@ -38,9 +39,9 @@ func TestStatusTable(t *testing.T) {
 	}
 	// closed builds the terminal *session.Error of a close code, checking
 	// that the session classifies the code as the design's table does.
-	closed := func(code int, beforeAck bool, class session.Class, reason string) *session.Error {
+	closed := func(code session.CloseCode, beforeAck bool, class session.Class, reason string) *session.Error {
 		if got := session.DefaultClass(code, beforeAck); got != class {
-			t.Errorf("session.DefaultClass(%d, beforeAck=%v) = %v, DESIGN.md §4 says %v", code, beforeAck, got, class)
+			t.Errorf("session.DefaultClass(%d, beforeAck=%v) = %v, the policy says %v", code, beforeAck, got, class)
 		}
 		e := &session.Error{Class: class, Code: code, Reason: reason, BeforeAck: beforeAck}
 		if class == session.ClassTransient {
@@ -49,7 +50,7 @@ func TestStatusTable(t *testing.T) {
 		return e
 	}
 	meta := func(e *session.Error) map[string]string {
-		m := map[string]string{"upstream": up, "close_code": strconv.Itoa(e.Code), "close_reason": e.Reason, "class": e.Class.String()}
+		m := map[string]string{"upstream": up, "close_code": strconv.Itoa(int(e.Code)), "close_reason": e.Reason, "class": e.Class.String()}
 		if e.HTTPStatus != 0 {
 			m["http_status"] = strconv.Itoa(e.HTTPStatus)
 		}
@@ -73,7 +74,7 @@ func TestStatusTable(t *testing.T) {
 		RetryAfter: 7 * time.Second, BeforeAck: true, Exhausted: true}, codes.Unavailable, bridge.ReasonUpstreamUnavailable, 7*time.Second)
 	sessionRow("HTTP 503 Retry-After 200ms", &session.Error{Class: session.ClassTransient, HTTPStatus: 503, Reason: "503 Service Unavailable",
 		RetryAfter: 200 * time.Millisecond, BeforeAck: true, Exhausted: true}, codes.Unavailable, bridge.ReasonUpstreamUnavailable, time.Second)
-	for _, code := range []int{1001, 1005, 1006, 1012, 1013, 1014, 4408, 4500, 4504} {
+	for _, code := range []session.CloseCode{1001, 1005, 1006, 1012, 1013, 1014, 4408, 4500, 4504} {
 		sessionRow(fmt.Sprintf("close %d", code), closed(code, false, session.ClassTransient, "going"),
 			codes.Unavailable, bridge.ReasonUpstreamUnavailable, time.Second)
 	}
@@ -114,7 +115,7 @@ func TestStatusTable(t *testing.T) {
 		BeforeAck: true, Exhausted: true, Attempts: 3}, codes.PermissionDenied, bridge.ReasonPermissionDenied, noRetry)
 
 	// misconfiguration: FAILED_PRECONDITION, never retried.
-	for _, code := range []int{4406, 1002, 1015} {
+	for _, code := range []session.CloseCode{4406, 1002, 1015} {
 		sessionRow(fmt.Sprintf("close %d", code), closed(code, true, session.ClassMisconfig, "bad"),
 			codes.FailedPrecondition, bridge.ReasonMisconfigured, noRetry)
 	}
@@ -125,7 +126,7 @@ func TestStatusTable(t *testing.T) {
 		codes.FailedPrecondition, bridge.ReasonMisconfigured, noRetry)
 
 	// bridge fault: INTERNAL, except 4429 and 1009: RESOURCE_EXHAUSTED.
-	for _, code := range []int{4400, 4409, 1003, 1007, 1010, 4004, 4005} {
+	for _, code := range []session.CloseCode{4400, 4409, 1003, 1007, 1010, 4004, 4005} {
 		sessionRow(fmt.Sprintf("close %d", code), closed(code, false, session.ClassBridgeFault, "broken"),
 			codes.Internal, bridge.ReasonProtocolFault, noRetry)
 	}

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"sync"
+	"sync/atomic"
 
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 )
@@ -17,40 +18,62 @@ const (
 	Fail
 )
 
-// item is one queued event: a result (payload, shared read-only between the
-// subscribers of a fan-out) or a lifecycle change.
+// item is one queued event: a result or a lifecycle change.
 type item struct {
-	payload []byte
-	seq     uint64
-	ev      *bridgev1.Lifecycle
+	res *result
+	seq uint64
+	ev  *bridgev1.Lifecycle
 }
 
 // subscriber is the queue between an upstream operation and one gRPC
-// stream. Pushing never blocks; the stream's goroutine takes what is queued.
+// stream. Pushing never blocks; the stream's goroutine takes what is queued
+// and reports each result sent.
+//
+// The queue is bounded by count (size results) and by bytes (maxBytes of
+// results, the one being sent included), and the server's budget bounds
+// the bytes of every queue together; the policy applies when any bound is
+// hit. A result bigger than maxBytes on its own is queued when the
+// subscriber holds no other, so that it can be delivered at all.
 type subscriber struct {
-	size   int
-	policy SlowPolicy
-	signal chan struct{} // capacity 1: "something was queued"
-	onDrop func()        // counts a dropped result
+	size     int
+	maxBytes int
+	policy   SlowPolicy
+	signal   chan struct{} // capacity 1: "something was queued"
+	onDrop   func()        // counts a dropped result
+	budget   *queueBudget  // the server's; nil bounds nothing
+	queued   atomic.Int64  // bytes of the results in q, for the budget's eviction
 
 	mu      sync.Mutex
 	q       []item
 	head    int
-	results int // results queued (lifecycle items are never dropped)
+	results int       // results queued (lifecycle items are never dropped)
+	bytes   int       // bytes of the results queued and in hand
+	hand    []*result // the results taken and not yet sent, oldest first
 	seq     uint64
 	done    bool
 	outcome error
 }
 
-// keepItems is the largest queue array (of a subscriber, or of what its
-// pump took) kept once what it holds has fallen under a quarter of it. A
+// keepItems is the largest queue array kept once the queue is empty. A
 // burst grows a queue up to its size (tens of thousands of items by
 // default); without this a stream would keep that array, empty, for the
 // rest of its life, and a replica holds 100,000 streams.
 const keepItems = 1024
 
-func newSubscriber(size int, policy SlowPolicy, onDrop func()) *subscriber {
-	return &subscriber{size: size, policy: policy, signal: make(chan struct{}, 1), onDrop: onDrop}
+// queueConfig configures a subscriber's queue.
+type queueConfig struct {
+	size     int
+	maxBytes int
+	policy   SlowPolicy
+	onDrop   func()
+	budget   *queueBudget
+}
+
+func newSubscriber(c queueConfig) *subscriber {
+	s := &subscriber{size: c.size, maxBytes: c.maxBytes, policy: c.policy, signal: make(chan struct{}, 1),
+		onDrop: c.onDrop, budget: c.budget}
+	c.budget.register(s)
+	return s
 }
 
 func (s *subscriber) wake() {
@@ -60,36 +83,115 @@ func (s *subscriber) wake() {
 	}
 }
 
-// pushNext queues a result. payload must not be modified afterwards.
-func (s *subscriber) pushNext(payload []byte) {
+// pushNext queues a result, making room by the policy when a bound is hit.
+// Over the queue's own bounds, DropOldest drops queued results, oldest
+// first, and drops r itself when no queued result is left to drop (the one
+// being sent cannot be); Fail ends the subscriber. Over the server's
+// budget, the subscribers holding the most give way first (see
+// queueBudget.evict), then this one as above. Either way the sequence
+// number is used, so a drop shows as a gap.
+func (s *subscriber) pushNext(r *result) {
 	s.mu.Lock()
 	if s.done {
 		s.mu.Unlock()
 		return
 	}
 	s.seq++
-	if s.results >= s.size {
+	seq, n := s.seq, len(r.b)
+	evicted := false
+	for {
+		holds := s.results > 0 || len(s.hand) > 0
+		full := s.results >= s.size || holds && s.bytes+n > s.maxBytes
+		if !full {
+			if r.hold() {
+				break
+			}
+			if !evicted {
+				// Eviction locks other subscribers: never while holding ours.
+				s.mu.Unlock()
+				s.budget.evict(int64(n))
+				evicted = true
+				s.mu.Lock()
+				if s.done {
+					s.mu.Unlock()
+					return
+				}
+				continue
+			}
+		}
 		if s.policy == Fail {
-			s.done, s.outcome = true, ErrSlowConsumer
+			s.failLocked()
 			s.mu.Unlock()
 			s.wake()
 			return
 		}
+		if s.results == 0 {
+			s.mu.Unlock()
+			if s.onDrop != nil {
+				s.onDrop()
+			}
+			return
+		}
 		s.dropOldestLocked()
 	}
-	s.appendLocked(item{payload: payload, seq: s.seq})
+	s.appendLocked(item{res: r, seq: seq})
 	s.results++
+	s.bytes += n
+	s.queued.Add(int64(n))
 	s.mu.Unlock()
 	s.wake()
 }
 
+// failLocked ends the subscriber with ErrSlowConsumer and lets go of what
+// it queued: it will never be delivered.
+func (s *subscriber) failLocked() {
+	s.done, s.outcome = true, ErrSlowConsumer
+	s.clearLocked()
+}
+
+// clearLocked empties the queue, results and lifecycle events.
+func (s *subscriber) clearLocked() {
+	for _, it := range s.q[s.head:] {
+		if it.res != nil {
+			s.bytes -= len(it.res.b)
+			it.res.release()
+		}
+	}
+	clear(s.q)
+	s.q, s.head, s.results = s.q[:0], 0, 0
+	s.queued.Store(0)
+}
+
+// shed applies the policy to make room for n bytes in the server's budget:
+// DropOldest drops queued results until there is room or none is left;
+// Fail ends the subscriber. It reports whether it let go of anything.
+func (s *subscriber) shed(n int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.results == 0 {
+		return false
+	}
+	if s.policy == Fail {
+		s.failLocked()
+		s.wake()
+		return true
+	}
+	for s.results > 0 && s.budget.used.Load()+n > s.budget.max {
+		s.dropOldestLocked()
+	}
+	return true
+}
+
 func (s *subscriber) dropOldestLocked() {
 	for i := s.head; i < len(s.q); i++ {
-		if s.q[i].ev == nil {
+		if r := s.q[i].res; r != nil {
 			copy(s.q[s.head+1:i+1], s.q[s.head:i])
 			s.q[s.head] = item{}
 			s.head++
 			s.results--
+			s.bytes -= len(r.b)
+			s.queued.Add(-int64(len(r.b)))
+			r.release()
 			if s.onDrop != nil {
 				s.onDrop()
 			}
@@ -131,23 +233,78 @@ func (s *subscriber) finish(err error) {
 	s.wake()
 }
 
-// take moves the queued events into dst and reports the outcome once the
-// queue is empty and the subscriber is done. A Fail-policy overflow ends the
-// subscriber at once, without delivering what is queued.
+// take moves queued events into dst, up to and including the first result,
+// and reports the outcome once nothing is left queued and the subscriber
+// is done. A result taken stays counted in the queue's bytes until sent
+// reports it written: a stream blocked sending to a caller that does not
+// read still holds it (a batch being filled holds several). A Fail-policy
+// overflow ends the subscriber at once, without delivering what was
+// queued.
 func (s *subscriber) take(dst []item) (_ []item, done bool, outcome error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.done && s.outcome == ErrSlowConsumer {
 		return dst, true, s.outcome
 	}
-	n := len(s.q) - s.head
-	dst = append(dst, s.q[s.head:]...)
-	clear(s.q[s.head:])
-	s.q = s.q[:0]
-	if cap(s.q) > keepItems && n < cap(s.q)/4 {
-		s.q = nil // the burst that grew it is over: see keepItems
+	i := s.head
+	for i < len(s.q) {
+		it := s.q[i]
+		i++
+		if it.res != nil {
+			s.hand = append(s.hand, it.res)
+			s.results--
+			s.queued.Add(-int64(len(it.res.b)))
+			break
+		}
 	}
-	s.head = 0
-	s.results = 0
-	return dst, s.done, s.outcome
+	dst = append(dst, s.q[s.head:i]...)
+	clear(s.q[s.head:i])
+	s.head = i
+	if s.head == len(s.q) {
+		s.q = s.q[:0]
+		if cap(s.q) > keepItems {
+			s.q = nil // the burst that grew it is over: see keepItems
+		}
+		s.head = 0
+	}
+	return dst, s.done && len(s.q) == 0, s.outcome
+}
+
+// sent reports that the n oldest results take returned were written to
+// the stream.
+func (s *subscriber) sent(n int) {
+	s.mu.Lock()
+	s.sentLocked(n)
+	s.mu.Unlock()
+}
+
+func (s *subscriber) sentLocked(n int) {
+	n = min(n, len(s.hand))
+	for _, r := range s.hand[:n] {
+		s.bytes -= len(r.b)
+		r.release()
+	}
+	k := copy(s.hand, s.hand[n:])
+	clear(s.hand[k:])
+	s.hand = s.hand[:k]
+}
+
+// discard lets go of everything the subscriber holds once its stream has
+// ended and it has left its operation: nothing is pushed any more.
+func (s *subscriber) discard() {
+	s.budget.unregister(s)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	s.clearLocked()
+	s.q = nil
+	s.sentLocked(len(s.hand)) // never sent now: let go of them
+}
+
+// queuedBytes is what the queue holds in results, the one being sent
+// included.
+func (s *subscriber) queuedBytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes
 }

@@ -113,10 +113,10 @@ func TestValidation(t *testing.T) {
 			"variables and extensions are 148 bytes of JSON; the limit is 100"},
 		{"NaN in variables", &bridgev1.SubscribeRequest{Upstream: "demo", Query: infiniteTicker, Variables: nan},
 			codes.InvalidArgument, bridge.ReasonInvalidRequest, "demo",
-			"variables: x is NaN, which JSON cannot represent: send a finite number, a string or null"},
+			`variables: "x" is NaN, which JSON cannot represent: send a finite number, a string or null`},
 		{"Infinity in extensions", &bridgev1.SubscribeRequest{Upstream: "demo", Query: infiniteTicker, Extensions: inf},
 			codes.InvalidArgument, bridge.ReasonInvalidRequest, "demo",
-			"extensions: deep.list[1] is -Inf, which JSON cannot represent: send a finite number, a string or null"},
+			`extensions: "deep.list[1]" is -Inf, which JSON cannot represent: send a finite number, a string or null`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, st := e.subscribe(t, tc.req).end()
@@ -160,13 +160,13 @@ func TestValidationInvalidUTF8(t *testing.T) {
 // TestInvalidUTF8OnTheWire sends a hand-encoded request whose
 // operation_name is not UTF-8, as a non-Go client may (protobuf.js encodes a
 // lone surrogate as such bytes). grpc-go's codec rejects it while decoding,
-// before the service runs, and reports INTERNAL; bridge.Codec,
+// before the service runs, and reports INTERNAL; the server's Codec,
 // which cmd/bridge installs, must turn that into the bridge's
 // INVALID_ARGUMENT / INVALID_REQUEST like every other malformed request.
 func TestInvalidUTF8OnTheWire(t *testing.T) {
 	t.Parallel()
 	demo := startDemo(t, demoupstream.Options{})
-	_, addr := serveTCP(t, bridge.Config{Upstreams: map[string]*bridge.Upstream{"demo": {Session: fast(demo.URL())}}}) // with bridge.Codec
+	_, addr := serveTCP(t, bridge.Config{Upstreams: map[string]*bridge.Upstream{"demo": {Session: fast(demo.URL())}}}) // with the server's Codec
 	conn := dial(t, addr)
 
 	var b []byte

@@ -1,5 +1,5 @@
 // Package config loads and validates the bridge's YAML configuration
-// (DESIGN.md §3). Every error names the key and its line and says what is
+// (docs/config.md lists every key). Every error names the key and its line and says what is
 // allowed. Errors never quote token values; they may quote other values
 // (a misspelt subprotocol, say), including ones substituted from ${VAR}.
 package config
@@ -59,6 +59,9 @@ type Server struct {
 	// larger result goes alone. Default 1048576 (1 MiB), under the 4 MiB
 	// gRPC clients accept by default.
 	MaxBatchBytes int `yaml:"max_batch_bytes"`
+	// MaxQueuedBytes bounds the bytes of results held in all subscribers'
+	// queues together. Default 268435456 (256 MiB).
+	MaxQueuedBytes int `yaml:"max_queued_bytes"`
 	// TLS serves gRPC over TLS; with client_ca_file, callers must present a
 	// client certificate signed by that CA (mutual TLS). Default plaintext.
 	TLS *ServerTLS `yaml:"tls"`
@@ -140,8 +143,9 @@ type Upstream struct {
 	KeepAliveTimeout time.Duration `yaml:"keep_alive_timeout"` // default 10s
 	MaxMessageBytes  int64         `yaml:"max_message_bytes"`  // default 16 MiB
 	Retry            Retry         `yaml:"retry"`
-	// CloseCodes overrides the outcome class of close codes:
-	// transient, auth, misconfiguration or bridge_fault.
+	// CloseCodes overrides the outcome class of close codes (1000-4999):
+	// transient, auth, misconfiguration or bridge_fault. The default classes
+	// are the table in session/closecodes.go.
 	CloseCodes map[int]string `yaml:"close_codes"`
 
 	// MaxOperationsPerConnection opens another connection when reached. Default 1000.
@@ -208,9 +212,17 @@ type Retry struct {
 
 // Queue configures per-subscriber queues.
 type Queue struct {
-	Size   int    `yaml:"size"`   // default 65536 (bridge.DefaultQueueSize)
-	Policy string `yaml:"policy"` // drop_oldest (default) or fail
+	Size     int    `yaml:"size"`      // default 65536 (bridge.DefaultQueueSize)
+	MaxBytes int    `yaml:"max_bytes"` // default 67108864 (64 MiB)
+	Policy   string `yaml:"policy"`    // drop_oldest (default) or fail
 }
+
+// Defaults of the queue bounds, which config does not fill in (0 means the
+// default): the checks between them need the values in effect.
+const (
+	defaultQueuedBytes  = 256 << 20
+	defaultMessageBytes = 16 << 20 // upstreams.<name>.max_message_bytes
+)
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
@@ -329,8 +341,6 @@ func (c *Config) errorf(path []string, format string, args ...any) error {
 
 var knownSubprotocols = []string{"graphql-transport-ws", "graphql-ws"}
 
-var classNames = []string{"transient", "auth", "misconfiguration", "bridge_fault"}
-
 func (c *Config) validate() error {
 	s := &c.Server
 	if s.GRPCAddress == "" {
@@ -379,6 +389,9 @@ func (c *Config) validate() error {
 			return c.errorf([]string{"server", "memory_limit"}, "%s is below %s, too little for the Go runtime to run in (allowed: auto, off, or a size of at least %s)", s.MemoryLimit, "16MiB", "16MiB")
 		}
 		s.MemoryLimitBytes = n
+	}
+	if s.MaxQueuedBytes < 0 {
+		return c.errorf([]string{"server", "max_queued_bytes"}, "must not be negative (0 means the default, 268435456)")
 	}
 	if t := s.TLS; t != nil && (t.CertFile == "" || t.KeyFile == "") {
 		return c.errorf([]string{"server", "tls"}, "cert_file and key_file are required")
@@ -455,12 +468,8 @@ func (c *Config) validate() error {
 			return err
 		}
 		for _, code := range slices.Sorted(maps.Keys(u.CloseCodes)) {
-			class := u.CloseCodes[code]
-			if code < 1000 || code > 4999 {
-				return c.errorf(p("close_codes", strconv.Itoa(code)), "%d is not a WebSocket close code (allowed: 1000-4999)", code)
-			}
-			if !slices.Contains(classNames, class) {
-				return c.errorf(p("close_codes", strconv.Itoa(code)), "unknown class %q (allowed: %s)", class, strings.Join(classNames, ", "))
+			if _, _, err := session.ParseOverride(code, u.CloseCodes[code]); err != nil {
+				return c.errorf(p("close_codes", strconv.Itoa(code)), "%v", err)
 			}
 		}
 		switch u.Queue.Policy {
@@ -472,6 +481,24 @@ func (c *Config) validate() error {
 		}
 		if u.Queue.Size < 0 {
 			return c.errorf(p("queue", "size"), "must not be negative (0 means the default, 65536)")
+		}
+		if u.Queue.MaxBytes < 0 {
+			return c.errorf(p("queue", "max_bytes"), "must not be negative (0 means the default, 67108864)")
+		}
+		// A result over the process's bound could never be queued.
+		queued, message := int64(s.MaxQueuedBytes), u.MaxMessageBytes
+		if queued == 0 {
+			queued = defaultQueuedBytes
+		}
+		if message <= 0 {
+			message = defaultMessageBytes
+		}
+		switch {
+		case queued >= message:
+		case s.MaxQueuedBytes == 0:
+			return c.errorf(p("max_message_bytes"), "is %d, more than server.max_queued_bytes (default %d): results that big could never be queued", message, queued)
+		default:
+			return c.errorf([]string{"server", "max_queued_bytes"}, "is %d, less than upstreams.%s.max_message_bytes (%d): results that big could never be queued", queued, name, message)
 		}
 		for _, f := range []field[time.Duration]{{"dial_timeout", u.DialTimeout}, {"ack_timeout", u.AckTimeout},
 			{"keep_alive_timeout", u.KeepAliveTimeout}, {"idle_timeout", u.IdleTimeout}} {
@@ -651,9 +678,6 @@ func (c *Config) Names() []string {
 	slices.Sort(names)
 	return names
 }
-
-// ClassOverrides returns close_codes as code → class name.
-func (u *Upstream) ClassOverrides() map[int]string { return u.CloseCodes }
 
 // String describes a token source without its secret.
 func (t *Token) String() string {

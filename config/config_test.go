@@ -227,3 +227,34 @@ func TestParseMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueByteBounds: the byte bounds of the queues default when 0, are
+// refused when negative, and the process's bound must leave room for the
+// largest result an upstream may send, naming whichever key was set.
+func TestQueueByteBounds(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse([]byte("server:\n  max_queued_bytes: 1048576\nupstreams:\n  a:\n    url: ws://x/g\n    max_message_bytes: 1048576\n    queue:\n      max_bytes: 65536\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.MaxQueuedBytes != 1<<20 || cfg.Upstreams["a"].Queue.MaxBytes != 64<<10 {
+		t.Fatalf("parsed %d and %d", cfg.Server.MaxQueuedBytes, cfg.Upstreams["a"].Queue.MaxBytes)
+	}
+	if _, err := Parse([]byte("upstreams:\n  a:\n    url: ws://x/g\n"), env(nil)); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"upstreams:\n  a:\n    url: ws://x/g\n    queue:\n      max_bytes: -1\n",
+			"line 5: upstreams.a.queue.max_bytes: must not be negative"},
+		{"server:\n  max_queued_bytes: -1\nupstreams:\n  a:\n    url: ws://x/g\n",
+			"line 2: server.max_queued_bytes: must not be negative"},
+		{"server:\n  max_queued_bytes: 1048576\nupstreams:\n  a:\n    url: ws://x/g\n",
+			"line 2: server.max_queued_bytes: is 1048576, less than upstreams.a.max_message_bytes (16777216): results that big could never be queued"},
+		{"upstreams:\n  a:\n    url: ws://x/g\n    max_message_bytes: 536870912\n",
+			"line 4: upstreams.a.max_message_bytes: is 536870912, more than server.max_queued_bytes (default 268435456)"},
+	} {
+		if _, err := Parse([]byte(tc.yaml), env(nil)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) = %v, want error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+}

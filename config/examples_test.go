@@ -3,14 +3,20 @@ package config
 import (
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"google.golang.org/genproto/googleapis/rpc/code"
+
+	"github.com/gqlbridge/gqlbridge/bridge"
+	"github.com/gqlbridge/gqlbridge/internal/rpcstatus"
 	"github.com/gqlbridge/gqlbridge/session"
 )
 
@@ -133,44 +139,51 @@ func TestDocsListEveryKey(t *testing.T) {
 	}
 }
 
-// classRow is a row of the default close-code table: | `class` | `code`, ... |.
-var classRow = regexp.MustCompile("(?m)^\\| `(transient|auth|misconfiguration|bridge_fault)` \\| ((?:`\\d{4}`(?:, )?)+) \\|$")
-
-// TestDocsCloseCodeTable checks the default close-code table of
-// docs/config.md against session.DefaultClass, so it stays an exact copy.
+// TestDocsCloseCodeTable checks the default table of docs/config.md against
+// the outcome table in session/closecodes.go, row for row: the close code or
+// HTTP status, its name, its classes before and after the ack, and the gRPC
+// status bridge.Status gives it once terminal. On a mismatch it prints the
+// table to paste.
 func TestDocsCloseCodeTable(t *testing.T) {
 	t.Parallel()
 	b, err := os.ReadFile("../docs/config.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A code the table names has the same class before and after the ack;
-	// the others are auth before it and transient after.
-	want := map[string][]int{}
-	for code := 1000; code <= 4999; code++ {
-		before, after := session.DefaultClass(code, true), session.DefaultClass(code, false)
-		if before == after {
-			want[before.String()] = append(want[before.String()], code)
+	want := closeCodeTable()
+	if !strings.Contains(string(b), want) {
+		t.Errorf("docs/config.md does not hold the default table of session/closecodes.go; under \"#### Default table\" it should read:\n\n%s", want)
+	}
+}
+
+// closeCodeTable renders session.Rules as docs/config.md shows them.
+func closeCodeTable() string {
+	var b strings.Builder
+	b.WriteString("| close code or HTTP status | name | class | gRPC status once terminal |\n|---|---|---|---|\n")
+	for _, r := range session.Rules() {
+		outcome, name := "`"+strconv.Itoa(int(r.Code))+"`", r.Name
+		status := r.HTTPStatus
+		switch {
+		case r.HTTPStatus == http.StatusInternalServerError:
+			outcome = "HTTP `5xx`"
+		case r.HTTPStatus != 0:
+			outcome = "HTTP `" + strconv.Itoa(r.HTTPStatus) + "`"
+		case r.Code == 0:
+			outcome, name = r.Name, "—"
+			if r.BeforeAck == session.ClassMisconfig {
+				status = http.StatusBadRequest // a status no row names
+			}
 		}
-	}
-	rows := classRow.FindAllStringSubmatch(string(b), -1)
-	if len(rows) != 4 {
-		t.Fatalf("docs/config.md: found %d rows of the default close-code table, want 4 (one per class)", len(rows))
-	}
-	codeRe := regexp.MustCompile("`(\\d{4})`")
-	for _, r := range rows {
-		var got []int
-		for _, m := range codeRe.FindAllStringSubmatch(r[2], -1) {
-			var c int
-			fmt.Sscan(m[1], &c)
-			got = append(got, c)
+		grpc := func(class session.Class, beforeAck bool) string {
+			st := bridge.Status("u", &session.Error{Class: class, Code: r.Code, HTTPStatus: status, BeforeAck: beforeAck})
+			return fmt.Sprintf("`%s` (`%s`)", code.Code(st.Code()), rpcstatus.ErrorInfo(st).GetReason())
 		}
-		slices.Sort(got)
-		if !slices.Equal(got, want[r[1]]) {
-			t.Errorf("docs/config.md: class %s lists %v; session.DefaultClass gives %v", r[1], got, want[r[1]])
+		class, terminal := "`"+r.BeforeAck.String()+"`", grpc(r.BeforeAck, true)
+		if r.BeforeAck != r.AfterAck {
+			class = fmt.Sprintf("`%s` before the ack, `%s` after", r.BeforeAck, r.AfterAck)
+			terminal = fmt.Sprintf("%s before the ack, %s after", terminal, grpc(r.AfterAck, false))
 		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", outcome, name, class, terminal)
 	}
-	if session.DefaultClass(1000, true) != session.ClassAuth || session.DefaultClass(1000, false) != session.ClassTransient {
-		t.Errorf("session.DefaultClass changed for unnamed codes; update docs/config.md")
-	}
+	return b.String()
 }

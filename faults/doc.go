@@ -6,7 +6,7 @@
 // the middle of a frame, sliced TCP segments, the upstream killed and
 // restarted, an upstream that never answers the upgrade) and asserts the
 // documented outcome: every subscription resumes, or ends with the status
-// DESIGN.md §4 names; nothing hangs and no goroutine is left behind.
+// docs/design.md §5 names; nothing hangs and no goroutine is left behind.
 //
 // The package has no code outside its tests; it never runs in the service.
 // RELIABILITY.md lists the faults and what the bridge did under each.

@@ -167,7 +167,7 @@ func testCut(t *testing.T, typ string, attrs any) {
 	for _, w := range ws {
 		v := w.view()
 		lc := v.first(bridgev1.Lifecycle_STATE_RECONNECTING)
-		if lc.GetCloseCode() != session.CodeAbnormal {
+		if lc.GetCloseCode() != uint32(session.CodeAbnormal) {
 			t.Fatalf("%s: reconnect caused by %d %q, want %d (connection lost)", w.name, lc.GetCloseCode(), lc.GetCloseReason(), session.CodeAbnormal)
 		}
 		checkSequences(t, w, v)

@@ -51,7 +51,7 @@ func TestOneWayBlackholeDetected(t *testing.T) {
 // TestSharedOperationNotYetStarted: the upstream does not answer at first.
 // A subscriber that joins a shared (deduplicated) operation which has never
 // started upstream must not hear STATE_SUBSCRIBED ("the upstream operation
-// is started", DESIGN.md §2) until it has; then, like the first subscriber,
+// is started", docs/design.md §1) until it has; then, like the first subscriber,
 // it hears it exactly once.
 //
 // Found by this test: fanout.OnEvent used to mark the operation subscribed

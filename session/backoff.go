@@ -20,7 +20,7 @@ type Backoff struct {
 	// failure of an outage. 0 retries for ever. Default 0.
 	MaxElapsed time.Duration
 	// StableAfter is how long a connection must stay up after its ack before
-	// the attempt counter and delays reset. Default 10s.
+	// the failure count and delays reset. Default 10s.
 	StableAfter time.Duration
 }
 
@@ -47,10 +47,10 @@ func (b Backoff) withDefaults() Backoff {
 // [0, min(Max, Initial·Multiplier^n)), so a fleet of bridges that lost the
 // same upstream does not return in lockstep.
 type retrier struct {
-	b       Backoff
-	rand    func() float64
-	attempt int       // failures since the last healthy connection
-	since   time.Time // first failure of the outage
+	b        Backoff
+	rand     func() float64
+	failures int       // since the last healthy connection
+	since    time.Time // first failure of the outage
 }
 
 func newRetrier(b Backoff, rnd func() float64) *retrier {
@@ -64,14 +64,14 @@ func newRetrier(b Backoff, rnd func() float64) *retrier {
 // attempt, or false when the budget is spent. floor (a Retry-After) raises
 // the delay.
 func (r *retrier) next(now time.Time, floor time.Duration) (time.Duration, bool) {
-	if r.attempt == 0 {
+	if r.failures == 0 {
 		r.since = now
 	}
-	r.attempt++
+	r.failures++
 	if r.b.MaxElapsed > 0 && now.Sub(r.since) >= r.b.MaxElapsed {
 		return 0, false
 	}
-	ceil := float64(r.b.Initial) * math.Pow(r.b.Multiplier, float64(r.attempt-1))
+	ceil := float64(r.b.Initial) * math.Pow(r.b.Multiplier, float64(r.failures-1))
 	if ceil > float64(r.b.Max) {
 		ceil = float64(r.b.Max)
 	}
@@ -90,7 +90,7 @@ func (r *retrier) next(now time.Time, floor time.Duration) (time.Duration, bool)
 // healthy resets the outage after a connection stayed up for uptime.
 func (r *retrier) healthy(uptime time.Duration) bool {
 	if uptime >= r.b.StableAfter {
-		r.attempt = 0
+		r.failures = 0
 		return true
 	}
 	return false

@@ -6,6 +6,9 @@
 // connection can end, and reconnects and resubscribes where the outcome
 // policy says so.
 //
+// What each way of ending means (its class, what callers are told) is one
+// table, in closecodes.go; docs/design.md explains the package's parts.
+//
 // It never decodes result payloads: the bytes of every "next"/"data" payload
 // reach the operation's [Handler] exactly as the upstream sent them.
 //

@@ -3,56 +3,10 @@ package session
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gqlbridge/gqlbridge/internal/redaction"
-)
-
-// Class is what an upstream outcome means for the operations on the
-// connection (DESIGN.md §4).
-type Class int
-
-const (
-	// ClassTransient: reconnect with backoff and resubscribe.
-	ClassTransient Class = iota
-	// ClassAuth: the credential was rejected; refresh it once and reconnect.
-	ClassAuth
-	// ClassMisconfig: the upstream will not work as configured; do not retry.
-	ClassMisconfig
-	// ClassBridgeFault: the upstream says the bridge broke the protocol.
-	ClassBridgeFault
-)
-
-var classNames = [...]string{"transient", "auth", "misconfiguration", "bridge_fault"}
-
-func (c Class) String() string {
-	if c >= 0 && int(c) < len(classNames) {
-		return classNames[c]
-	}
-	return "Class(" + strconv.Itoa(int(c)) + ")"
-}
-
-// ParseClass parses the config names of the classes: transient, auth,
-// misconfiguration, bridge_fault.
-func ParseClass(s string) (Class, error) {
-	for i, n := range classNames {
-		if s == n {
-			return Class(i), nil
-		}
-	}
-	return 0, fmt.Errorf("unknown outcome class %q (allowed: %s)", s, strings.Join(classNames[:], ", "))
-}
-
-// Close codes the session itself reports.
-const (
-	CodeNormal             = 1000
-	CodeGoingAway          = 1001
-	CodeAbnormal           = 1006 // the connection dropped without a close frame
-	CodeAckTimeout         = 4504 // no connection_ack in time
-	CodeBadRequest         = 4400 // the upstream sent a message we cannot accept
-	CodeSubprotocolRefused = 4406
 )
 
 // Error describes why an upstream connection attempt or connection ended.
@@ -60,9 +14,9 @@ const (
 // operation, failed terminally.
 type Error struct {
 	Class Class
-	// Code is the WebSocket close code (1006 when the connection dropped
-	// without a close frame), or 0 when the socket never opened.
-	Code int
+	// Code is the WebSocket close code (CodeAbnormal when the connection
+	// dropped without a close frame), or 0 when the socket never opened.
+	Code CloseCode
 	// Reason is the close reason or a description of the failure.
 	Reason string
 	// HTTPStatus is the status of a refused upgrade, or 0.
@@ -151,53 +105,3 @@ var (
 	// subprotocols and no fallback is configured.
 	ErrNoSubprotocol = errors.New("session: no subprotocol agreed")
 )
-
-// Policy maps close codes to classes. The zero Policy is DESIGN.md §4's
-// default table.
-type Policy struct {
-	// Overrides replaces the class of individual close codes.
-	Overrides map[int]Class
-}
-
-// Classify returns the class of a close code, given whether the connection
-// had been acknowledged.
-func (p Policy) Classify(code int, beforeAck bool) Class {
-	if c, ok := p.Overrides[code]; ok {
-		return c
-	}
-	return DefaultClass(code, beforeAck)
-}
-
-// DefaultClass is the default outcome table of DESIGN.md §4.
-func DefaultClass(code int, beforeAck bool) Class {
-	switch code {
-	case 1001, 1005, 1006, 1012, 1013, 1014, 4408, 4500, 4504:
-		return ClassTransient
-	case 4401, 4403, 4499, 1008:
-		return ClassAuth
-	case 4406, 1002, 1015:
-		return ClassMisconfig
-	case 4400, 4409, 4429, 1003, 1007, 1009, 1010, 4004, 4005:
-		return ClassBridgeFault
-	}
-	// 1000, 1011 and unnamed codes: a close before the ack is the server
-	// refusing connection_init (gqlgen closes 1000, legacy servers 1011).
-	if beforeAck {
-		return ClassAuth
-	}
-	return ClassTransient
-}
-
-// classifyHTTP classifies a refused WebSocket upgrade.
-func classifyHTTP(status int) Class {
-	switch {
-	case status == 401 || status == 403:
-		return ClassAuth
-	case status == 429 || status >= 500:
-		return ClassTransient
-	}
-	return ClassMisconfig
-}
-
-// retryable reports whether the class allows reconnecting.
-func (c Class) retryable() bool { return c == ClassTransient || c == ClassAuth }

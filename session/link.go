@@ -1,10 +1,10 @@
 package session
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,11 +16,13 @@ import (
 // reader; every other goroutine it starts (keep-alive, closing, resubscribe
 // writes) is joined by finish.
 type link struct {
-	c       *Conn
-	ws      *websocket.Conn
-	proto   *protocol
-	attempt int
-	buf     readBuf
+	c     *Conn
+	ws    *websocket.Conn
+	proto *protocol
+	// number is the Attempt.Number of the connection attempt that opened
+	// the socket.
+	number int
+	buf    readBuf
 	// For the keep-alive: the current ping's nonce, and signals (buffer 1)
 	// of a pong echoing it and of any other pong.
 	nonce    atomic.Pointer[[]byte]
@@ -66,7 +68,7 @@ func newLink(c *Conn, ws *websocket.Conn, p *protocol) *link {
 // the session close the socket with 4400; read then drains the socket and
 // returns its end.
 func (l *link) read() (envelope, error) {
-	typ, r, err := l.ws.Reader(context.Background()) // never cancelled: see REFERENCE.md §5
+	typ, r, err := l.ws.Reader(context.Background()) // never cancelled: see docs/protocols.md §5
 	if err != nil {
 		return envelope{}, err
 	}
@@ -128,11 +130,11 @@ func (l *link) outcome(err error, acked bool) *Error {
 	pol := l.c.cfg.Policy
 	var ce websocket.CloseError
 	if errors.As(err, &ce) {
-		code := int(ce.Code)
+		code := CloseCode(ce.Code)
 		return &Error{Class: pol.Classify(code, !acked), Code: code, Reason: ce.Reason, BeforeAck: !acked, Err: err}
 	}
 	if errors.Is(err, websocket.ErrMessageTooBig) {
-		return &Error{Class: pol.Classify(1009, !acked), Code: 1009,
+		return &Error{Class: pol.Classify(CodeMessageTooBig, !acked), Code: CodeMessageTooBig,
 			Reason: fmt.Sprintf("upstream sent a message over the %d-byte limit", l.c.cfg.MaxMessageBytes), BeforeAck: !acked, Err: err}
 	}
 	return &Error{Class: pol.Classify(CodeAbnormal, !acked), Code: CodeAbnormal, Reason: "connection lost: " + err.Error(), BeforeAck: !acked, Err: err}
@@ -141,7 +143,7 @@ func (l *link) outcome(err error, acked bool) *Error {
 // fail records why the session ends the socket and closes it: with a close
 // frame carrying code, or abruptly when code is 0 (then the failure is a
 // symptom: see outcome).
-func (l *link) fail(e *Error, code int, reason string) {
+func (l *link) fail(e *Error, code CloseCode, reason string) {
 	l.mu.Lock()
 	if l.failure != nil || l.ended {
 		l.mu.Unlock()
@@ -162,7 +164,7 @@ func (l *link) fail(e *Error, code int, reason string) {
 }
 
 // shutdown closes the socket because the owner closed the Conn.
-func (l *link) shutdown(code int) {
+func (l *link) shutdown(code CloseCode) {
 	l.mu.Lock()
 	if l.ended {
 		l.mu.Unlock()
@@ -296,106 +298,22 @@ func (l *link) goSend(frames [][]byte) {
 	})
 }
 
-// startKeepAlive sends the upstream a probe every interval and ends the
-// socket when one goes unanswered for timeout: that is how a half-open
-// connection (the peer gone, no FIN) is found. The probe is a protocol ping
-// answered by a pong (graphql-transport-ws) or a WebSocket ping answered by
-// the peer's WebSocket stack (legacy graphql-ws, whose clients cannot ping).
-//
-// It is sent however much arrives: inbound results prove only one direction.
-// A connection whose outbound half is dead still delivers results but can
-// carry no subscribe, complete or pong, and only an answer to something the
-// bridge sent proves that half. So each ping carries a nonce; once the
-// upstream has echoed one (the reference server and gqlgen do), only a pong
-// echoing the current nonce counts, and a server's unsolicited heartbeat
-// pongs cannot pass for answers. An upstream that never echoes is held to
-// any pong after the ping (the probe then listens for an echo until its
-// timeout, so a heartbeat arriving first cannot hide that it echoes).
-func (l *link) startKeepAlive(interval, timeout time.Duration) {
-	l.wg.Go(func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		var (
-			seq    int
-			echoes bool // the upstream echoes ping payloads
-		)
-		for {
-			select {
-			case <-l.stop:
-				return
-			case <-t.C:
-			}
-			var alive bool
-			if l.proto.pingFrames {
-				seq++
-				alive = l.pingMessage(seq, timeout, &echoes)
-			} else {
-				alive = l.pingFrame(timeout)
-			}
-			select {
-			case <-l.stop:
-				return
-			default:
-			}
-			if !alive {
-				l.fail(&Error{Class: ClassTransient, Code: CodeAbnormal,
-					Reason: fmt.Sprintf("keep-alive timeout: no answer within %s", timeout)}, 0, "")
-				return
-			}
-		}
-	})
-}
+// readBuf is the reader's frame buffer; reused across frames.
+type readBuf struct{ b []byte }
 
-// pingMessage sends a ping message carrying nonce seq and reports whether
-// it was answered within timeout (or the link stopped meanwhile: the caller
-// checks). It records in echoes that the upstream echoes nonces.
-func (l *link) pingMessage(seq int, timeout time.Duration, echoes *bool) (alive bool) {
-	nonce := fmt.Appendf(nil, `{"gqlbridge":%d}`, seq)
-	l.nonce.Store(&nonce)
-	for _, ch := range []chan struct{}{l.pongEcho, l.pongAny} {
-		select { // forget pongs seen earlier
-		case <-ch:
-		default:
-		}
-	}
-	l.send(appendMessage(nil, msgPing, "", nonce))
-	w := time.NewTimer(timeout)
-	defer w.Stop()
+func (r *readBuf) readFrom(rd io.Reader) error {
+	r.b = r.b[:0]
 	for {
-		select {
-		case <-l.stop:
-			return false
-		case <-l.pongEcho:
-			*echoes = true
-			return true
-		case <-l.pongAny:
-			// Enough from an upstream not known to echo; keep listening
-			// for the echo that would tell.
-			alive = alive || !*echoes
-		case <-w.C:
-			return alive
+		if len(r.b) == cap(r.b) {
+			r.b = append(r.b, 0)[:len(r.b)]
 		}
-	}
-}
-
-// pingFrame sends a WebSocket ping and reports whether its pong came within
-// timeout. Not under l.ctx: a Close under way must not abort the ping and
-// turn the graceful close into an abrupt one.
-func (l *link) pingFrame(timeout time.Duration) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	return l.ws.Ping(ctx) == nil
-}
-
-// sawPong tells the keep-alive a pong arrived, and whether it echoes the
-// current ping's nonce. It never blocks the reader.
-func (l *link) sawPong(payload []byte) {
-	ch := l.pongAny
-	if n := l.nonce.Load(); n != nil && bytes.Equal(payload, *n) {
-		ch = l.pongEcho
-	}
-	select {
-	case ch <- struct{}{}:
-	default:
+		n, err := rd.Read(r.b[len(r.b):cap(r.b)])
+		r.b = r.b[:len(r.b)+n]
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 }

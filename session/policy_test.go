@@ -16,30 +16,30 @@ import (
 	"github.com/gqlbridge/gqlbridge/internal/scripted"
 )
 
-// The tests in this file prove DESIGN.md §4, the outcome policy, one row at
-// a time, against the scripted server: for every code or event of a row the
-// server produces it on command and the test asserts what the operations
-// hear, what the credential callback is asked, and how many connections the
-// session makes.
+// The tests in this file prove the outcome policy (closecodes.go,
+// docs/design.md §5) one row at a time, against the scripted server: for
+// every code or event of a row the server produces it on command and the
+// test asserts what the operations hear, what the credential callback is
+// asked, and how many connections the session makes.
 
 // TestDefaultClass checks the default table over every close code a peer can
 // name (1000-4999), before and after the ack.
 func TestDefaultClass(t *testing.T) {
 	t.Parallel()
-	named := map[int]Class{}
-	for _, c := range []int{1001, 1005, 1006, 1012, 1013, 1014, 4408, 4500, 4504} {
+	named := map[CloseCode]Class{}
+	for _, c := range []CloseCode{1001, 1005, 1006, 1012, 1013, 1014, 4408, 4500, 4504} {
 		named[c] = ClassTransient
 	}
-	for _, c := range []int{4401, 4403, 4499, 1008} {
+	for _, c := range []CloseCode{4401, 4403, 4499, 1008} {
 		named[c] = ClassAuth
 	}
-	for _, c := range []int{4406, 1002, 1015} {
+	for _, c := range []CloseCode{4406, 1002, 1015} {
 		named[c] = ClassMisconfig
 	}
-	for _, c := range []int{4400, 4409, 4429, 1003, 1007, 1009, 1010, 4004, 4005} {
+	for _, c := range []CloseCode{4400, 4409, 4429, 1003, 1007, 1009, 1010, 4004, 4005} {
 		named[c] = ClassBridgeFault
 	}
-	for code := 1000; code <= 4999; code++ {
+	for code := CloseCode(1000); code <= 4999; code++ {
 		for _, beforeAck := range []bool{true, false} {
 			want, ok := named[code]
 			if !ok {
@@ -60,7 +60,7 @@ func TestDefaultClass(t *testing.T) {
 		}
 	}
 	// The two codes the table names only in context.
-	for _, code := range []int{1000, 1011} {
+	for _, code := range []CloseCode{1000, 1011} {
 		if DefaultClass(code, true) != ClassAuth || DefaultClass(code, false) != ClassTransient {
 			t.Errorf("%d: want auth before the ack and transient after it", code)
 		}
@@ -69,9 +69,9 @@ func TestDefaultClass(t *testing.T) {
 
 func TestPolicyOverridesClassify(t *testing.T) {
 	t.Parallel()
-	p := Policy{Overrides: map[int]Class{4400: ClassAuth, 1000: ClassMisconfig, 4321: ClassBridgeFault}}
+	p := Policy{Overrides: map[CloseCode]Class{4400: ClassAuth, 1000: ClassMisconfig, 4321: ClassBridgeFault}}
 	for _, tc := range []struct {
-		code      int
+		code      CloseCode
 		beforeAck bool
 		want      Class
 	}{
@@ -352,7 +352,7 @@ func TestPolicyTransient(t *testing.T) {
 				}
 
 				e := causeOf(t, st, pl)
-				if e.Class != ClassTransient || e.Code != tc.code || e.HTTPStatus != tc.f.http || e.BeforeAck == tc.afterAck {
+				if e.Class != ClassTransient || e.Code != CloseCode(tc.code) || e.HTTPStatus != tc.f.http || e.BeforeAck == tc.afterAck {
 					t.Fatalf("cause %+v, want transient code %d HTTP %d beforeAck %v", e, tc.code, tc.f.http, !tc.afterAck)
 				}
 				if tc.reason != "" && !strings.Contains(e.Reason, tc.reason) {
@@ -372,7 +372,7 @@ func TestPolicyTransient(t *testing.T) {
 					t.Fatalf("transient outcome asked for a fresh credential: %+v", r)
 				}
 				for _, ev := range p.Events() {
-					if ev.Kind == Reconnecting && ev.Code == tc.code && tc.reason != "" && !strings.Contains(ev.Reason, tc.reason) {
+					if ev.Kind == Reconnecting && ev.Code == CloseCode(tc.code) && tc.reason != "" && !strings.Contains(ev.Reason, tc.reason) {
 						t.Fatalf("Reconnecting reason %q, want it to mention %q", ev.Reason, tc.reason)
 					}
 				}
@@ -451,7 +451,7 @@ func TestPolicyAuth(t *testing.T) {
 					t.Fatalf("handshakes %+v, want %d with the last one refreshing", all, want)
 				}
 				e := all[want-1].Cause
-				if e == nil || e.Class != ClassAuth || e.Code != tc.code || e.HTTPStatus != tc.f.http {
+				if e == nil || e.Class != ClassAuth || e.Code != CloseCode(tc.code) || e.HTTPStatus != tc.f.http {
 					t.Fatalf("refresh cause %+v, want auth code %d HTTP %d", e, tc.code, tc.f.http)
 				}
 				if tc.reason != "" && !strings.Contains(e.Reason, tc.reason) {
@@ -483,7 +483,7 @@ func TestPolicyAuthRejectedAgain(t *testing.T) {
 				// The fresh credential is rejected before the ack, with
 				// the same code.
 				code := tc.code
-				if e.Class != ClassAuth || e.Code != code || e.HTTPStatus != tc.f.http || !e.BeforeAck || e.Exhausted {
+				if e.Class != ClassAuth || e.Code != CloseCode(code) || e.HTTPStatus != tc.f.http || !e.BeforeAck || e.Exhausted {
 					t.Fatalf("outcome %+v (%v), want terminal auth code %d HTTP %d before the ack", e, e, code, tc.f.http)
 				}
 				if tc.reason != "" && !strings.Contains(e.Reason, tc.reason) {
@@ -550,7 +550,7 @@ func TestPolicyMisconfig(t *testing.T) {
 			t.Run(proto+"/"+tc.name, func(t *testing.T) {
 				t.Parallel()
 				e, _ := terminalCase(t, plan{proto: proto, f: tc.f, afterAck: tc.afterAck}, nil)
-				if e.Class != ClassMisconfig || e.Code != tc.code || e.HTTPStatus != tc.f.http {
+				if e.Class != ClassMisconfig || e.Code != CloseCode(tc.code) || e.HTTPStatus != tc.f.http {
 					t.Fatalf("outcome %+v, want misconfiguration code %d HTTP %d", e, tc.code, tc.f.http)
 				}
 			})
@@ -677,7 +677,7 @@ func TestPolicyBridgeFault(t *testing.T) {
 			t.Run(proto+"/"+tc.name, func(t *testing.T) {
 				t.Parallel()
 				e, _ := terminalCase(t, plan{proto: proto, f: tc.f, afterAck: tc.afterAck}, nil)
-				if e.Class != ClassBridgeFault || e.Code != tc.code || e.BeforeAck == tc.afterAck || e.Reason != "scripted" {
+				if e.Class != ClassBridgeFault || e.Code != CloseCode(tc.code) || e.BeforeAck == tc.afterAck || e.Reason != "scripted" {
 					t.Fatalf("outcome %+v, want bridge fault %d", e, tc.code)
 				}
 			})
@@ -728,7 +728,7 @@ func TestPolicyOverrides(t *testing.T) {
 		srv := pl.start(t)
 		hs, st := &handshakes{}, &states{}
 		cfg := pl.config(srv, hs, st)
-		cfg.Policy.Overrides = map[int]Class{4403: ClassTransient}
+		cfg.Policy.Overrides = map[CloseCode]Class{4403: ClassTransient}
 		c := dialTest(t, cfg)
 		p := newProbe()
 		subscribe(t, c, p)
@@ -745,7 +745,7 @@ func TestPolicyOverrides(t *testing.T) {
 		srv := pl.start(t)
 		hs, st := &handshakes{}, &states{}
 		cfg := pl.config(srv, hs, st)
-		cfg.Policy.Overrides = map[int]Class{4400: ClassAuth}
+		cfg.Policy.Overrides = map[CloseCode]Class{4400: ClassAuth}
 		c := dialTest(t, cfg)
 		p := newProbe()
 		subscribe(t, c, p)
@@ -758,7 +758,7 @@ func TestPolicyOverrides(t *testing.T) {
 	t.Run("transient-made-misconfig", func(t *testing.T) {
 		t.Parallel()
 		e, _ := terminalCase(t, plan{proto: TransportWS, f: fault{close: 1012}, afterAck: true}, func(cfg *Config) {
-			cfg.Policy.Overrides = map[int]Class{1012: ClassMisconfig}
+			cfg.Policy.Overrides = map[CloseCode]Class{1012: ClassMisconfig}
 		})
 		if e.Class != ClassMisconfig || e.Code != 1012 {
 			t.Fatalf("outcome %+v, want misconfiguration 1012", e)
@@ -767,7 +767,7 @@ func TestPolicyOverrides(t *testing.T) {
 	t.Run("unnamed-before-ack-made-bridge-fault", func(t *testing.T) {
 		t.Parallel()
 		e, _ := terminalCase(t, plan{proto: TransportWS, f: fault{close: 4321}}, func(cfg *Config) {
-			cfg.Policy.Overrides = map[int]Class{4321: ClassBridgeFault}
+			cfg.Policy.Overrides = map[CloseCode]Class{4321: ClassBridgeFault}
 		})
 		if e.Class != ClassBridgeFault || e.Code != 4321 {
 			t.Fatalf("outcome %+v, want bridge fault 4321", e)
@@ -776,7 +776,7 @@ func TestPolicyOverrides(t *testing.T) {
 	t.Run("abnormal-made-misconfig", func(t *testing.T) {
 		t.Parallel()
 		e, _ := terminalCase(t, plan{proto: TransportWS, f: fault{drop: true}, afterAck: true}, func(cfg *Config) {
-			cfg.Policy.Overrides = map[int]Class{1006: ClassMisconfig}
+			cfg.Policy.Overrides = map[CloseCode]Class{1006: ClassMisconfig}
 		})
 		if e.Class != ClassMisconfig || e.Code != 1006 {
 			t.Fatalf("outcome %+v, want misconfiguration 1006", e)

@@ -482,7 +482,7 @@ func TestRealSubprotocolDisagreement(t *testing.T) {
 			close(hs.gate)
 			e := asError(t, p.waitDone(t))
 			<-c.Done()
-			if e.Class != ClassMisconfig || e.Code != tc.code {
+			if e.Class != ClassMisconfig || e.Code != CloseCode(tc.code) {
 				t.Fatalf("outcome %+v, want misconfiguration %d", e, tc.code)
 			}
 			if dc.n.Load() != 1 || st.count(StateBackoff) != 0 || len(hs.list()) != 1 {

@@ -36,8 +36,8 @@ func TestRetrierDelays(t *testing.T) {
 				t.Fatalf("rand %v attempt %d: delay %v, want %v (ceiling %v)", u, i+1, d, want, ceil)
 			}
 		}
-		if r.attempt != len(ceilings) {
-			t.Fatalf("attempt %d, want %d", r.attempt, len(ceilings))
+		if r.failures != len(ceilings) {
+			t.Fatalf("failures %d, want %d", r.failures, len(ceilings))
 		}
 	}
 }
@@ -89,8 +89,8 @@ func TestRetrierFloorAndMaxElapsed(t *testing.T) {
 	if r.healthy(time.Second) {
 		t.Fatal("healthy after 1s, StableAfter defaults to 10s")
 	}
-	if !r.healthy(10*time.Second) || r.attempt != 0 {
-		t.Fatalf("not reset after StableAfter: attempt %d", r.attempt)
+	if !r.healthy(10*time.Second) || r.failures != 0 {
+		t.Fatalf("not reset after StableAfter: failures %d", r.failures)
 	}
 	if d, ok := r.next(t0.Add(time.Hour), 0); !ok || d != 500*time.Millisecond {
 		t.Fatalf("first delay of a new outage %v %v, want 500ms", d, ok)
@@ -336,7 +336,7 @@ func TestAckTimeoutInFakeTime(t *testing.T) {
 		if len(bo) != 1 || bo[0].at != ackTimeout || bo[0].Cause.Code != CodeAckTimeout || bo[0].Cause.Class != ClassTransient {
 			t.Fatalf("backoffs %+v, want one at %v for 4504", bo, ackTimeout)
 		}
-		if code := <-sawClose; code != CodeAckTimeout {
+		if code := <-sawClose; code != int(CodeAckTimeout) {
 			t.Fatalf("the upstream saw close %d, want 4504", code)
 		}
 		ready := st.of(StateReady)

@@ -17,25 +17,6 @@ import (
 	"github.com/gqlbridge/gqlbridge/internal/demoupstream"
 )
 
-// TestPrintEventBatch: bridge subscribe prints each result of a batch as
-// its own line, exactly as it prints the same results sent one by one.
-func TestPrintEventBatch(t *testing.T) {
-	t.Parallel()
-	results := [][]byte{[]byte(`{"data":{"n":1}}`), []byte(`{"data":{"n":2}}`), []byte(`{"data":{"n":3}}`)}
-	var one, batched, errOut bytes.Buffer
-	b := &bridgev1.Batch{}
-	for i, r := range results {
-		n := &bridgev1.Next{Result: r, Sequence: uint64(i + 1)}
-		printEvent(&bridgev1.SubscribeResponse{Event: &bridgev1.SubscribeResponse_Next{Next: n}}, &one, &errOut)
-		b.Nexts = append(b.Nexts, n)
-	}
-	printEvent(&bridgev1.SubscribeResponse{Event: &bridgev1.SubscribeResponse_Batch{Batch: b}}, &batched, &errOut)
-	want := "{\"data\":{\"n\":1}}\n{\"data\":{\"n\":2}}\n{\"data\":{\"n\":3}}\n"
-	if one.String() != want || batched.String() != want || errOut.Len() != 0 {
-		t.Fatalf("one by one %q, batched %q, stderr %q; want %q twice", one.String(), batched.String(), errOut.String(), want)
-	}
-}
-
 // TestServeBatchLimits: server.max_batch and server.max_batch_bytes reach
 // the service. bridge subscribe --max-batch over the maximum exits with
 // INVALID_ARGUMENT naming it; at the maximum it prints what it prints

@@ -84,6 +84,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		DrainGrace:        cfg.Server.DrainGrace,
 		MaxBatch:          cfg.Server.MaxBatch,
 		MaxBatchBytes:     cfg.Server.MaxBatchBytes,
+		MaxQueuedBytes:    cfg.Server.MaxQueuedBytes,
 		Logger:            log,
 		Metrics:           bridge.NewMetrics(reg),
 	}
@@ -110,7 +111,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	opts = append(opts,
 		// Many subscriptions share a connection from one caller.
 		grpc.MaxConcurrentStreams(1<<20),
-		bridge.Codec())
+		svc.Codec())
 	gs := grpc.NewServer(append(opts, interceptors(log, srvMetrics)...)...)
 	bridgev1.RegisterSubscriptionServiceServer(gs, svc)
 	hs := health.NewServer()

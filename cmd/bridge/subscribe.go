@@ -9,28 +9,33 @@ import (
 	"io"
 	"math"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/gqlbridge/gqlbridge/client"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 )
 
-// subscribe is a small client: each result goes to stdout as one JSON line,
-// lifecycle changes and the final status to stderr, and the exit code is the
-// gRPC status code (0 when the upstream completed the subscription).
+// subscribe is a small client built on package client: each result goes to
+// stdout as one JSON line (each result of a batch as its own line),
+// lifecycle changes, resubscribes and the final status to stderr, and the
+// exit code is the gRPC status code (0 when the upstream completed the
+// subscription).
 func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("subscribe", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:50051", "the bridge's gRPC address")
+	addr := fs.String("addr", "127.0.0.1:50051", "the bridge's gRPC address, or several separated by commas (streams are balanced over them with round robin)")
+	resubscribe := fs.Bool("resubscribe", false, "subscribe again after a retryable end (a draining replica, a broken connection, a full replica; docs/status.md) instead of exiting with its code")
 	upstream := fs.String("upstream", "", "configured upstream name; required")
 	vars := fs.String("variables", "", "variables as a JSON object")
 	opName := fs.String("operation-name", "", "operation to run when the document has several")
 	maxBatch := fs.Uint("max-batch", 0, "ask for results in batches of up to `N` (SubscribeRequest.max_batch); each result is still printed as its own line")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: bridge subscribe --upstream NAME [flags] QUERY\n\nPrints each result as one JSON line on stdout; lifecycle on stderr.\nExit code: the gRPC status code (0 = completed).\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: bridge subscribe --upstream NAME [flags] QUERY\n\nPrints each result as one JSON line on stdout; lifecycle on stderr.\nWith --resubscribe, subscribes again after a retryable end.\nExit code: the gRPC status code (0 = completed).\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -61,24 +66,46 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		req.Variables = st
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	var target string
+	dial := append(client.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if addrs := strings.Split(*addr, ","); len(addrs) > 1 {
+		var resolve grpc.DialOption
+		target, resolve = client.StaticAddresses(addrs...)
+		dial = append(dial, resolve)
+	} else {
+		target = *addr
+	}
+	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {
 		fmt.Fprintln(stderr, "bridge:", err)
 		return 1
 	}
 	defer conn.Close()
-	stream, err := bridgev1.NewSubscriptionServiceClient(conn).Subscribe(ctx, req)
-	if err == nil {
-		for {
-			var resp *bridgev1.SubscribeResponse
-			resp, err = stream.Recv()
-			if err != nil {
-				break
-			}
-			printEvent(resp, stdout, stderr)
-		}
+	var opts []client.Option
+	if !*resubscribe {
+		opts = append(opts, client.WithoutResubscribe())
 	}
-	if errors.Is(err, io.EOF) {
+	err = client.New(conn, opts...).Subscribe(ctx, req, client.Handler{
+		OnResult: func(r client.Result) {
+			stdout.Write(r.Data)
+			io.WriteString(stdout, "\n")
+		},
+		OnLifecycle: func(l *bridgev1.Lifecycle) { printLifecycle(l, stderr) },
+		OnRetry: func(r client.Retrying) {
+			line := "resubscribing: " + r.Status.Code().String()
+			if r.ErrorInfo != nil {
+				line += " " + r.ErrorInfo.GetReason()
+			}
+			if r.RetryInfo != nil {
+				line += fmt.Sprintf(" retry_delay=%v", r.RetryInfo.GetRetryDelay().AsDuration())
+			}
+			fmt.Fprintf(stderr, "%s in %v (attempt %d)\n", line, r.Delay.Round(time.Millisecond), r.Attempt)
+		},
+		OnResubscribed: func(r client.Resubscribed) {
+			fmt.Fprintf(stderr, "resubscribed after %v (%d attempts)\n", r.Down.Round(time.Millisecond), r.Attempts)
+		},
+	})
+	if err == nil {
 		fmt.Fprintln(stderr, "completed")
 		return 0
 	}
@@ -92,28 +119,14 @@ func subscribe(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return int(st.Code())
 }
 
-// printEvent writes a result as one line on stdout, each result of a batch
-// as its own line (so the output is the same with and without --max-batch),
-// and a lifecycle change as one line on stderr.
-func printEvent(resp *bridgev1.SubscribeResponse, stdout, stderr io.Writer) {
-	switch ev := resp.Event.(type) {
-	case *bridgev1.SubscribeResponse_Next:
-		stdout.Write(ev.Next.Result)
-		io.WriteString(stdout, "\n")
-	case *bridgev1.SubscribeResponse_Batch:
-		for _, n := range ev.Batch.GetNexts() {
-			stdout.Write(n.GetResult())
-			io.WriteString(stdout, "\n")
-		}
-	case *bridgev1.SubscribeResponse_Lifecycle:
-		l := ev.Lifecycle
-		line := strings.ToLower(strings.TrimPrefix(l.State.String(), "STATE_"))
-		if l.CloseCode != 0 || l.CloseReason != "" {
-			line += fmt.Sprintf(" close_code=%d reason=%q", l.CloseCode, l.CloseReason)
-		}
-		if l.Attempt != 0 {
-			line += fmt.Sprintf(" attempt=%d", l.Attempt)
-		}
-		fmt.Fprintln(stderr, "lifecycle:", line)
+// printLifecycle writes a lifecycle change as one line.
+func printLifecycle(l *bridgev1.Lifecycle, stderr io.Writer) {
+	line := strings.ToLower(strings.TrimPrefix(l.State.String(), "STATE_"))
+	if l.CloseCode != 0 || l.CloseReason != "" {
+		line += fmt.Sprintf(" close_code=%d reason=%q", l.CloseCode, l.CloseReason)
 	}
+	if l.Attempt != 0 {
+		line += fmt.Sprintf(" attempt=%d", l.Attempt)
+	}
+	fmt.Fprintln(stderr, "lifecycle:", line)
 }

@@ -48,9 +48,9 @@ func upstreams(cfg *config.Config) (map[string]*bridge.Upstream, error) {
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
-		var handshakeFor func(string) func(context.Context, session.Attempt) (session.Handshake, error)
+		var handshakeFor func(string) session.HandshakeFunc
 		if u.Token != nil && u.Token.Forward != "" {
-			handshakeFor = func(identity string) func(context.Context, session.Attempt) (session.Handshake, error) {
+			handshakeFor = func(identity string) session.HandshakeFunc {
 				f, _ := handshake(name, u, nil, identity)
 				return f
 			}
@@ -59,13 +59,13 @@ func upstreams(cfg *config.Config) (map[string]*bridge.Upstream, error) {
 		if u.Token != nil {
 			rotate = u.Token.RotateBefore
 		}
-		overrides := map[int]session.Class{}
+		overrides := map[session.CloseCode]session.Class{}
 		for code, class := range u.CloseCodes {
-			c, err := session.ParseClass(class)
+			cc, c, err := session.ParseOverride(code, class)
 			if err != nil {
 				return nil, fmt.Errorf("upstream %s: close_codes: %w", name, err)
 			}
-			overrides[code] = c
+			overrides[cc] = c
 		}
 		policy := bridge.DropOldest
 		if u.Queue.Policy == "fail" {
@@ -92,6 +92,7 @@ func upstreams(cfg *config.Config) (map[string]*bridge.Upstream, error) {
 			MaxOpsPerConn:    u.MaxOperationsPerConnection,
 			Dedup:            *u.Dedup,
 			QueueSize:        u.Queue.Size,
+			QueueMaxBytes:    u.Queue.MaxBytes,
 			SlowPolicy:       policy,
 			IdleTimeout:      u.IdleTimeout,
 			MaxSubscriptions: u.MaxSubscriptions,
@@ -158,7 +159,7 @@ func tokenSource(name string, t *config.Token) (credential.Source, error) {
 // fetched on every attempt (fresh after a rejection or before expiry) and
 // substituted into the connection_init payload and the upgrade headers.
 // fixed, when not empty, is a forwarded caller credential used instead.
-func handshake(name string, u *config.Upstream, src credential.Source, fixed string) (func(context.Context, session.Attempt) (session.Handshake, error), error) {
+func handshake(name string, u *config.Upstream, src credential.Source, fixed string) (session.HandshakeFunc, error) {
 	var params []byte
 	if u.ConnectionParams != nil {
 		b, err := json.Marshal(u.ConnectionParams)
@@ -183,7 +184,7 @@ func handshake(name string, u *config.Upstream, src credential.Source, fixed str
 		if src != nil {
 			req := credential.Request{Upstream: name, Refresh: a.Refresh, Expiring: a.Expiring}
 			if a.Cause != nil {
-				req.CloseCode = max(a.Cause.Code, a.Cause.HTTPStatus)
+				req.CloseCode = max(int(a.Cause.Code), a.Cause.HTTPStatus)
 				req.CloseReason = a.Cause.Reason
 			}
 			t, err := src.Token(ctx, req)

@@ -120,6 +120,23 @@ type Stats struct {
 	Rejected     int               `json:"rejected"`
 	InitPayloads []json.RawMessage `json:"initPayloads"`
 	SubscribeIDs []string          `json:"subscribeIds"`
+	// Open holds the connection_init payload of every open socket that
+	// sent one (null for a connection_init without payload).
+	Open []json.RawMessage `json:"open"`
+	// Closes are the last 5000 sockets that ended, oldest first.
+	Closes []Close `json:"closes"`
+}
+
+// Close is how a socket of the server ended.
+type Close struct {
+	// Code is the close code the client sent; 1006 when the connection
+	// ended without a close frame, 1005 for a close frame without code.
+	Code int `json:"code"`
+	// Reason is the close frame's reason.
+	Reason string `json:"reason"`
+	// Params is the socket's connection_init payload; null when it sent
+	// none (or no connection_init at all).
+	Params json.RawMessage `json:"params"`
 }
 
 // RepoRoot finds the module root (the directory holding this module's go.mod)

@@ -649,3 +649,49 @@ func TestPrerequisiteErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseRecords: Stats.Open lists the connection_init payloads of the
+// open sockets, and Stats.Closes records each ended socket with the close
+// code the client sent (1006 without a close frame) and its payload.
+func TestCloseRecords(t *testing.T) {
+	for _, proto := range protocols {
+		t.Run(string(proto), func(t *testing.T) {
+			t.Parallel()
+			n := StartNode(t, NodeOptions{Protocol: proto})
+			a, b, c := dial(t, n, proto), dial(t, n, proto), dial(t, n, proto)
+			a.initAck(map[string]any{"replica": "a"})
+			b.initAck(map[string]any{"replica": "b"})
+			c.initAck(map[string]any{"replica": "c"})
+			n.WaitFor(t, func(s Stats) bool { return len(s.Open) == 3 })
+			var open []string
+			for _, p := range n.Stats(t).Open {
+				open = append(open, string(p))
+			}
+			slices.Sort(open)
+			if want := []string{`{"replica":"a"}`, `{"replica":"b"}`, `{"replica":"c"}`}; !slices.Equal(open, want) {
+				t.Fatalf("open %q, want %q", open, want)
+			}
+
+			if err := a.conn.Close(websocket.StatusGoingAway, "bye"); err != nil {
+				t.Logf("close a: %v", err)
+			}
+			n.WaitFor(t, func(s Stats) bool { return len(s.Closes) == 1 })
+			_ = b.conn.CloseNow() // no close frame
+			n.WaitFor(t, func(s Stats) bool { return len(s.Closes) == 2 })
+			s := n.Stats(t)
+			want := []Close{
+				{Code: 1001, Reason: "bye", Params: json.RawMessage(`{"replica":"a"}`)},
+				{Code: 1006, Reason: "", Params: json.RawMessage(`{"replica":"b"}`)},
+			}
+			for i, w := range want {
+				g := s.Closes[i]
+				if g.Code != w.Code || g.Reason != w.Reason || string(g.Params) != string(w.Params) {
+					t.Fatalf("close %d = {%d %q %s}, want {%d %q %s}", i, g.Code, g.Reason, g.Params, w.Code, w.Reason, w.Params)
+				}
+			}
+			if len(s.Open) != 1 || string(s.Open[0]) != `{"replica":"c"}` {
+				t.Fatalf("open after the closes: %s", s.Open)
+			}
+		})
+	}
+}

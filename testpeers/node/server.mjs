@@ -99,17 +99,21 @@ const stats = {
   active: 0,
   initPayloads: [],
   subscribeIds: [],
+  closes: [],
 };
 const sockets = new Set();
+// The connection_init payload of each socket, for the close records.
+const socketParams = new WeakMap();
 
 function pushBounded(list, value, max) {
   list.push(value);
   while (list.length > max) list.shift();
 }
 
-function recordInit(payload) {
+function recordInit(payload, socket) {
   stats.inits++;
   pushBounded(stats.initPayloads, payload === undefined ? null : payload, 20);
+  socketParams.set(socket, payload === undefined ? null : payload);
 }
 
 function recordSubscribeId(id) {
@@ -360,6 +364,8 @@ function handleControl(req, res) {
     case 'GET /stats':
       return sendJSON(res, 200, {
         connections: sockets.size,
+        open: [...sockets].filter((ws) => socketParams.has(ws)).map((ws) => socketParams.get(ws)),
+        closes: stats.closes,
         active: stats.active,
         started: stats.started,
         ended: stats.ended,
@@ -405,9 +411,15 @@ function handleControl(req, res) {
 
 const httpServer = http.createServer(handleControl);
 
+// Records every socket's end: the close code the client sent (1006 when the
+// connection ended without a close frame), its reason, and the socket's
+// connection_init payload (null when it sent none).
 function trackSocket(ws) {
   sockets.add(ws);
-  ws.once('close', () => sockets.delete(ws));
+  ws.once('close', (code, reason) => {
+    sockets.delete(ws);
+    pushBounded(stats.closes, { code, reason: String(reason ?? ''), params: socketParams.get(ws) ?? null }, 5000);
+  });
 }
 
 if (protocol === PROTO_TRANSPORT) {
@@ -420,7 +432,7 @@ if (protocol === PROTO_TRANSPORT) {
       schema,
       onConnect: (ctx) => {
         const payload = ctx.connectionParams;
-        recordInit(payload);
+        recordInit(payload, ctx.extra.socket);
         if (!authorized(payload)) {
           stats.rejected++;
           log('connection_init rejected (bad or missing token)');
@@ -449,7 +461,7 @@ if (protocol === PROTO_TRANSPORT) {
       subscribe,
       keepAlive: keepAliveMs > 0 ? keepAliveMs : undefined,
       onConnect: (payload, socket) => {
-        recordInit(payload);
+        recordInit(payload, socket);
         if (!authorized(payload)) {
           stats.rejected++;
           log('connection_init rejected (bad or missing token)');

@@ -121,7 +121,7 @@ func countResults(next func() (io.Reader, error), lat *[]time.Duration) (int64, 
 
 // coderConsume is a bare frame reader on coder/websocket, the library the
 // bridge's session is built on, reading with a context that is never
-// cancelled (REFERENCE.md §5): that library's ceiling on this machine.
+// cancelled (docs/protocols.md §5): that library's ceiling on this machine.
 func coderConsume(ctx context.Context, url string, v upstream.Vars) (result, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

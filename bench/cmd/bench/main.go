@@ -1,4 +1,4 @@
-// Command bench runs the scenarios of DESIGN.md §7 side by side on this
+// Command bench runs the scenarios of docs/design.md §13 side by side on this
 // machine and prints a table of absolute figures and ratios; the same
 // figures go to a JSON file.
 //

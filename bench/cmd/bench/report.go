@@ -20,7 +20,7 @@ type Row struct {
 	RatioOf  string   `json:"ratio_of,omitempty"`
 }
 
-// Goal is a DESIGN.md §7 target, reported (never asserted).
+// Goal is a docs/design.md §13 target, reported (never asserted).
 type Goal struct {
 	Name     string `json:"name"`
 	Target   string `json:"target"`
