@@ -54,6 +54,12 @@ type subscriber struct {
 	outcome error
 }
 
+// keepItems is the largest queue array kept once the queue is empty. A
+// burst grows a queue up to its size (tens of thousands of items by
+// default); without this a stream would keep that array, empty, for the
+// rest of its life, and a replica holds 100,000 streams.
+const keepItems = 1024
+
 // queueConfig configures a subscriber's queue.
 type queueConfig struct {
 	size     int
@@ -256,6 +262,9 @@ func (s *subscriber) take(dst []item) (_ []item, done bool, outcome error) {
 	s.head = i
 	if s.head == len(s.q) {
 		s.q = s.q[:0]
+		if cap(s.q) > keepItems {
+			s.q = nil // the burst that grew it is over: see keepItems
+		}
 		s.head = 0
 	}
 	return dst, s.done && len(s.q) == 0, s.outcome

@@ -407,3 +407,27 @@ func TestQueueBudgetConcurrent(t *testing.T) {
 		t.Fatalf("budget used %d after every subscriber was discarded", used)
 	}
 }
+
+// TestQueueArraysShrinkAfterABurst: a burst grows the subscriber's queue
+// to thousands of items; once they have drained, it does not keep that
+// array for the rest of the stream's life.
+func TestQueueArraysShrinkAfterABurst(t *testing.T) {
+	t.Parallel()
+	const burst = 20_000
+	s := newSubscriber(queueConfig{size: DefaultQueueSize, maxBytes: 1 << 30})
+	for i := range burst {
+		s.pushNext(res([]byte(fmt.Sprint(i)), nil))
+	}
+	s.mu.Lock()
+	grown := cap(s.q)
+	s.mu.Unlock()
+	if items, _, _ := takeAll(s); len(items) != burst {
+		t.Fatalf("took %d items, want %d", len(items), burst)
+	}
+	s.mu.Lock()
+	left := cap(s.q)
+	s.mu.Unlock()
+	if grown < burst || left > keepItems {
+		t.Fatalf("the queue grew to %d items of room and keeps %d once drained; want at most %d", grown, left, keepItems)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -69,6 +70,16 @@ type Server struct {
 	Callers map[string]*Caller `yaml:"callers"`
 	// Pprof mounts /debug/pprof/ on the admin server. Default false.
 	Pprof bool `yaml:"pprof"`
+	// MemoryLimit is the Go runtime's soft memory limit: "auto" (the
+	// default) sets it to 90% of the container's memory limit (cgroup v2
+	// memory.max or v1 memory.limit_in_bytes) when there is one, "off"
+	// leaves it alone, and a size (GOMEMLIMIT's syntax: 1800MiB, 2GiB, or
+	// bytes) sets it to that. A GOMEMLIMIT in the environment wins over all
+	// three.
+	MemoryLimit string `yaml:"memory_limit"`
+	// MemoryLimitBytes is MemoryLimit as a size; 0 for auto and off. Set
+	// by validation.
+	MemoryLimitBytes int64 `yaml:"-"`
 	// MaxConnectionAge sends callers' HTTP/2 connections a GOAWAY after this
 	// long (±10%), so clients balancing over a headless Service find new
 	// replicas; streams still open on the connection end like a drain
@@ -201,8 +212,8 @@ type Retry struct {
 
 // Queue configures per-subscriber queues.
 type Queue struct {
-	Size     int    `yaml:"size"`      // default 128
-	MaxBytes int    `yaml:"max_bytes"` // default 16777216 (16 MiB)
+	Size     int    `yaml:"size"`      // default 65536 (bridge.DefaultQueueSize)
+	MaxBytes int    `yaml:"max_bytes"` // default 67108864 (64 MiB)
 	Policy   string `yaml:"policy"`    // drop_oldest (default) or fail
 }
 
@@ -354,6 +365,20 @@ func (c *Config) validate() error {
 			return c.errorf([]string{"server", f.key}, "must not be negative (%s)", zeroMeans[f.key])
 		}
 	}
+	switch s.MemoryLimit {
+	case "":
+		s.MemoryLimit = "auto"
+	case "auto", "off":
+	default:
+		n, err := ParseSize(s.MemoryLimit)
+		if err != nil {
+			return c.errorf([]string{"server", "memory_limit"}, "%v (allowed: auto, off, or a size such as 1800MiB or 2GiB)", err)
+		}
+		if n < minMemoryLimit {
+			return c.errorf([]string{"server", "memory_limit"}, "%s is below %s, too little for the Go runtime to run in (allowed: auto, off, or a size of at least %s)", s.MemoryLimit, "16MiB", "16MiB")
+		}
+		s.MemoryLimitBytes = n
+	}
 	if t := s.TLS; t != nil && (t.CertFile == "" || t.KeyFile == "") {
 		return c.errorf([]string{"server", "tls"}, "cert_file and key_file are required")
 	}
@@ -494,6 +519,29 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// minMemoryLimit is the smallest server.memory_limit accepted as a size.
+const minMemoryLimit = 16 << 20
+
+// ParseSize reads a size in the syntax of GOMEMLIMIT: a whole number of
+// bytes, optionally followed by B, KiB, MiB, GiB or TiB.
+func ParseSize(s string) (int64, error) {
+	digits := strings.TrimRight(s, "BKMGTi")
+	unit := s[len(digits):]
+	shift := map[string]uint{"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}
+	sh, ok := shift[unit]
+	if !ok {
+		return 0, fmt.Errorf("%q has an unknown unit %q (allowed: B, KiB, MiB, GiB, TiB)", s, unit)
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n < 0 || digits[0] == '+' {
+		return 0, fmt.Errorf("%q is not a size: a whole number of bytes, optionally followed by a unit", s)
+	}
+	if n > math.MaxInt64>>sh {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n << sh, nil
 }
 
 // field is a key and its value, for checks that loop over several keys.

@@ -127,7 +127,7 @@ func TestValidationGaps(t *testing.T) {
 		{"upstream max_subscriptions", up + "    max_subscriptions: -1\n",
 			"line 4: upstreams.a.max_subscriptions: must not be negative (0 means no cap)"},
 		{"queue size", up + "    queue:\n      size: -1\n",
-			"line 5: upstreams.a.queue.size: must not be negative (0 means the default, 128)"},
+			"line 5: upstreams.a.queue.size: must not be negative (0 means the default, 65536)"},
 		{"close code out of range", up + "    close_codes:\n      4400: auth\n      999: auth\n",
 			"line 6: upstreams.a.close_codes.999: 999 is not a WebSocket close code (allowed: 1000-4999)"},
 		{"max_connection_age too short", "server:\n  max_connection_age: 10ms\n" + up,
@@ -178,6 +178,52 @@ func TestParseBatchLimits(t *testing.T) {
 		_, err := Parse([]byte(y), env(nil))
 		if want := line + ": server." + key + ": must not be negative"; err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s negative: %v, want %q", key, err, want)
+		}
+	}
+}
+
+// TestParseMemoryLimit: server.memory_limit is auto when absent, off or a
+// size in GOMEMLIMIT's syntax; anything else is an error naming the key
+// and its line.
+func TestParseMemoryLimit(t *testing.T) {
+	t.Parallel()
+	const up = "upstreams:\n  a:\n    url: ws://x/g\n"
+	for in, want := range map[string]struct {
+		mode  string
+		bytes int64
+	}{
+		"":                                    {"auto", 0},
+		"server:\n  memory_limit: auto\n":     {"auto", 0},
+		"server:\n  memory_limit: off\n":      {"off", 0},
+		"server:\n  memory_limit: 1800MiB\n":  {"1800MiB", 1800 << 20},
+		"server:\n  memory_limit: 2GiB\n":     {"2GiB", 2 << 30},
+		"server:\n  memory_limit: 67108864\n": {"67108864", 64 << 20},
+		"server:\n  memory_limit: 65536KiB\n": {"65536KiB", 64 << 20},
+		"server:\n  memory_limit: 1TiB\n":     {"1TiB", 1 << 40},
+	} {
+		cfg, err := Parse([]byte(in+up), env(nil))
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+			continue
+		}
+		if cfg.Server.MemoryLimit != want.mode || cfg.Server.MemoryLimitBytes != want.bytes {
+			t.Errorf("%q: memory_limit %q (%d bytes), want %q (%d)", in, cfg.Server.MemoryLimit, cfg.Server.MemoryLimitBytes, want.mode, want.bytes)
+		}
+	}
+	for bad, msg := range map[string]string{
+		"2GB":        `unknown unit "GB"`,
+		"1.5GiB":     "is not a size",
+		"-1MiB":      "is not a size",
+		"MiB":        "is not a size",
+		"on":         "is not a size",
+		"1MiB":       "is below 16MiB",
+		"0":          "is below 16MiB",
+		"9999999TiB": "too large",
+	} {
+		_, err := Parse([]byte("server:\n  grpc_address: 127.0.0.1:1\n  memory_limit: "+bad+"\n"+up), env(nil))
+		want := "line 3: server.memory_limit: "
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), msg) || !strings.Contains(err.Error(), "allowed: auto, off") {
+			t.Errorf("memory_limit %q: %v, want %q and %q", bad, err, want, msg)
 		}
 	}
 }

@@ -59,7 +59,7 @@ func interceptors(log *slog.Logger, m *grpcprom.ServerMetrics, callers *access.P
 		unary, stream = append(unary, m.UnaryServerInterceptor()), append(stream, m.StreamServerInterceptor())
 	}
 	unary = append(unary, logging.UnaryServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)))
-	stream = append(stream, logging.StreamServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)))
+	stream = append(stream, streamCallLogger(slogAdapter(log)))
 	if callers != nil {
 		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authenticate(callers)), subscriptionService))
 		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(authenticate(callers)), subscriptionService))

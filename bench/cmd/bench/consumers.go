@@ -28,6 +28,7 @@ type result struct {
 	count   int64         // results received
 	dur     time.Duration // subscribe sent → complete received
 	dropped int64         // bridged: gaps in Next.sequence
+	batches int64         // bridged with max_batch: Batch events received
 }
 
 func (r result) rate() float64 { return float64(r.count) / r.dur.Seconds() }
@@ -310,17 +311,28 @@ func request(v upstream.Vars) *bridgev1.SubscribeRequest {
 	return &bridgev1.SubscribeRequest{Upstream: "x", Query: upstream.Query, Variables: st}
 }
 
-// bridgedConsume is consumer (d): a Go gRPC client of the bridge.
-func bridgedConsume(ctx context.Context, client bridgev1.SubscriptionServiceClient, v upstream.Vars, lat *[]time.Duration) (result, error) {
+// bridgedConsume is consumer (d): a Go gRPC client of the bridge. With
+// maxBatch above 1 it asks for batches (SubscribeRequest.max_batch) and
+// counts every result of each.
+func bridgedConsume(ctx context.Context, client bridgev1.SubscriptionServiceClient, v upstream.Vars, maxBatch uint32, lat *[]time.Duration) (result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
-	stream, err := client.Subscribe(ctx, request(v))
+	req := request(v)
+	req.MaxBatch = maxBatch
+	stream, err := client.Subscribe(ctx, req)
 	if err != nil {
 		return result{}, err
 	}
-	var n int64
+	var n, batches int64
 	var seq uint64
+	one := func(next *bridgev1.Next, at time.Time) {
+		if lat != nil {
+			*lat = append(*lat, time.Duration(at.UnixNano()-upstream.ParseTS(next.Result)))
+		}
+		n++
+		seq = next.Sequence
+	}
 	for {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -329,13 +341,16 @@ func bridgedConsume(ctx context.Context, client bridgev1.SubscriptionServiceClie
 		if err != nil {
 			return result{}, err
 		}
-		if next := resp.GetNext(); next != nil {
-			if lat != nil {
-				*lat = append(*lat, time.Duration(time.Now().UnixNano()-upstream.ParseTS(next.Result)))
+		switch ev := resp.Event.(type) {
+		case *bridgev1.SubscribeResponse_Next:
+			one(ev.Next, time.Now())
+		case *bridgev1.SubscribeResponse_Batch:
+			at := time.Now()
+			batches++
+			for _, next := range ev.Batch.GetNexts() {
+				one(next, at)
 			}
-			n++
-			seq = next.Sequence
 		}
 	}
-	return result{count: n, dur: time.Since(start), dropped: int64(seq) - n}, nil
+	return result{count: n, dur: time.Since(start), dropped: int64(seq) - n, batches: batches}, nil
 }

@@ -7,6 +7,9 @@
 //	go run ./cmd/bench -scenarios 3 -subs 20000
 //	go run ./cmd/bench -scenarios 1,3,5 -profile profiles   # pprof of the bridge under 1, 3 and 5
 //
+// Scenario 3 runs the bridge in a memory cgroup it makes (as root) with a
+// 2 GiB limit (-cgroup-limit), without GOMEMLIMIT, and removes it after.
+//
 // Everything runs on 127.0.0.1: the benchmark upstream in this process, the
 // bridge as a subprocess (built from ./cmd/bridge, configured by a generated
 // YAML file) so its CPU and memory are measured on their own, the gRPC-only
@@ -48,17 +51,21 @@ type options struct {
 	events    int64
 	runs      int
 	consumers string // only the consumers whose names contain one of these (comma separated)
+	burst     int64  // results per burst at the shipped defaults; 0 skips it
+	burstQ    int    // queue.size for the burst bridge; 0: the shipped defaults
 	// Scenario 2.
 	latRate    float64
 	latSeconds float64
 	// Scenario 3.
-	subs       int
-	opsPerConn int
-	grpcConns  int
-	period     time.Duration
-	window     time.Duration
-	gcWait     time.Duration
-	memLimit   string
+	subs        int
+	opsPerConn  int
+	grpcConns   int
+	period      time.Duration
+	window      time.Duration
+	gcWait      time.Duration
+	memLimit    string
+	cgroupLimit int64
+	s3NoLimit   bool
 	// Scenario 4.
 	stormSubs       int
 	stormOpsPerConn int
@@ -80,6 +87,8 @@ func main() {
 	flag.DurationVar(&o.quiet, "quiet-wait", 20*time.Second, "before each scenario, wait up to this long for other processes to leave the CPUs alone")
 	flag.Int64Var(&o.events, "events", 300_000, "scenario 1: results per run")
 	flag.IntVar(&o.runs, "runs", 5, "scenario 1: runs per consumer (the median is reported)")
+	flag.Int64Var(&o.burst, "burst", 200_000, "scenario 1: results per burst read from a bridge with the shipped defaults (no queue settings), batched and not; 0 skips it")
+	flag.IntVar(&o.burstQ, "burst-queue", 0, "scenario 1: queue.size of the bridge that takes the bursts (0: no queue settings, the shipped defaults); for choosing the default")
 	flag.StringVar(&o.consumers, "consumers", "", "scenario 1: run only the consumers whose names contain one of these words, comma separated (e.g. bridged,gRPC); default all")
 	flag.Float64Var(&o.latRate, "latency-rate", 1000, "scenario 2: results per second")
 	flag.Float64Var(&o.latSeconds, "latency-seconds", 5, "scenario 2: seconds per consumer")
@@ -89,7 +98,9 @@ func main() {
 	flag.DurationVar(&o.period, "period", 5*time.Second, "scenario 3: each subscription gets one result per period")
 	flag.DurationVar(&o.window, "window", 10*time.Second, "scenario 3: steady-state measurement window")
 	flag.DurationVar(&o.gcWait, "gc-wait", 3*time.Minute, "scenario 3: how long to wait for a whole GC cycle after the window (the peak RSS is read after it)")
-	flag.StringVar(&o.memLimit, "memlimit", "1800MiB", "scenario 3: also run with this GOMEMLIMIT, as deploy/kubernetes sets it just below the memory limit (empty: skip)")
+	flag.Int64Var(&o.cgroupLimit, "cgroup-limit", 2<<30, "scenario 3: the memory limit, in bytes, of the cgroup the bridge runs in")
+	flag.StringVar(&o.memLimit, "memlimit", "1800MiB", "scenario 3: the GOMEMLIMIT the bridge runs with when no memory cgroup can be made")
+	flag.BoolVar(&o.s3NoLimit, "s3-nolimit", false, "scenario 3: also run the bridge without any soft memory limit (memory_limit: off), outside the cgroup")
 	flag.IntVar(&o.stormSubs, "storm-subs", 10_000, "scenario 4: live subscriptions")
 	flag.IntVar(&o.stormOpsPerConn, "storm-ops-per-conn", 1000, "scenario 4: max_operations_per_connection")
 	flag.DurationVar(&o.stormDown, "storm-down", 2*time.Second, "scenario 4: how long the upstream stays down")

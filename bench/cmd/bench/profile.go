@@ -19,19 +19,19 @@ import (
 // profileThroughput profiles the bridge b (started with server.pprof) while
 // the bridged consumer of scenario 1 reads v over and over: a CPU and an
 // allocation profile of the bridge process alone, with their top lists.
-func profileThroughput(ctx context.Context, o *options, b *bridgeProc, client bridgev1.SubscriptionServiceClient, v upstream.Vars, r *report) error {
+func profileThroughput(ctx context.Context, o *options, b *bridgeProc, client bridgev1.SubscriptionServiceClient, v upstream.Vars, maxBatch uint32, name string, r *report) error {
 	const seconds = 10
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	wg.Go(func() {
-		errs <- saveProfile(ctx, b, o.profile, fmt.Sprintf("profile?seconds=%d", seconds), "cpu-throughput", "")
+		errs <- saveProfile(ctx, b, o.profile, fmt.Sprintf("profile?seconds=%d", seconds), "cpu-"+name, "")
 	})
 	time.Sleep(100 * time.Millisecond)
 	deadline := time.Now().Add(seconds * time.Second)
 	var total int64
 	var busy time.Duration
 	for time.Now().Before(deadline) {
-		res, err := bridgedConsume(ctx, client, v, nil)
+		res, err := bridgedConsume(ctx, client, v, maxBatch, nil)
 		if err != nil {
 			return err
 		}
@@ -45,11 +45,11 @@ func profileThroughput(ctx context.Context, o *options, b *bridgeProc, client br
 			return err
 		}
 	}
-	if err := saveProfile(ctx, b, o.profile, "allocs", "allocs-throughput", "alloc_space"); err != nil {
+	if err := saveProfile(ctx, b, o.profile, "allocs", "allocs-"+name, "alloc_space"); err != nil {
 		return err
 	}
-	log.Printf("  profiled %d results at %.0f/s", total, float64(total)/busy.Seconds())
-	r.Details["profile"] = map[string]any{"dir": o.profile, "results": total, "rate": float64(total) / busy.Seconds()}
+	log.Printf("  profiled %d results at %.0f/s (max_batch %d)", total, float64(total)/busy.Seconds(), maxBatch)
+	r.Details["profile "+name] = map[string]any{"dir": o.profile, "results": total, "rate": float64(total) / busy.Seconds()}
 	return nil
 }
 

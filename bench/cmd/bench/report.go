@@ -37,6 +37,9 @@ type report struct {
 	Goals   []Goal         `json:"goals"`
 	Details map[string]any `json:"details"`
 	Errors  []string       `json:"errors,omitempty"`
+	// Notes say how a scenario ran when that is not in its rows (the
+	// cgroup the bridge ran in, what it logged, a fallback taken).
+	Notes []string `json:"notes,omitempty"`
 }
 
 func (r *report) add(scenario, consumer, figure string, value float64, unit string) *Row {
@@ -95,6 +98,12 @@ func (r *report) print(w io.Writer) {
 			}
 			fmt.Fprintf(w, "%-6s %-48s %-22s %s\n", mark, g.Name, g.Target, g.Measured)
 		}
+	}
+	if len(r.Notes) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, "note:", n)
 	}
 	for _, e := range r.Errors {
 		fmt.Fprintln(w, "error:", e)

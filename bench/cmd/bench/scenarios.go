@@ -81,13 +81,34 @@ func (g *rig) close() {
 	}
 }
 
+// Scenario 1's bridged consumers and their baselines. The batched ones
+// ask for batchSize results per Batch event (SubscribeRequest.max_batch).
+const (
+	batchSize      = 256
+	cRaw           = "(a) raw gorilla reader"
+	cCoder         = "raw coder/websocket reader"
+	cGenqlient     = "(b) genqlient"
+	cNode          = "(c) node graphql-ws"
+	cGRPC          = "gRPC only (no bridge)"
+	cGRPCBatched   = "gRPC only, batches of 256"
+	cBridged       = "(d) bridged (gRPC)"
+	cBridgedBatch  = "(d) bridged, max_batch 256"
+	cDefaults      = "defaults, unbatched"
+	cDefaultsBatch = "defaults, max_batch 256"
+)
+
 // scenario1: one subscription, 1 KiB results, as fast as the upstream can
-// send them; every consumer reads the same count; median of o.runs.
+// send them; every consumer reads the same count; median of o.runs. The
+// bridge is read without batches and with max_batch 256, each against every
+// baseline, with the bridge's CPU per result.
 //
 // The upstream does not wait for the bridge's caller (a slow subscriber
-// never holds up the upstream reader), so the bridge's queue is sized to
-// hold a whole run: nothing is dropped, every consumer receives the same
-// results, and "delivered per second" is what the caller really got.
+// never holds up the upstream reader), so for these runs the bridge's queue
+// is sized to hold a whole run: nothing is dropped, every consumer receives
+// the same results, and "delivered per second" is what the caller really
+// got. A second bridge with the shipped defaults (no queue settings) then
+// takes bursts of o.burst results, batched and not, and the figure is what
+// it dropped.
 func scenario1(ctx context.Context, o *options, r *report) error {
 	rig, err := startRig(ctx, o, "scenario1", bridgeOpts{opsPerConn: 1000, queueSize: int(o.events), dedup: true, pprof: o.profile != ""})
 	if err != nil {
@@ -98,45 +119,49 @@ func scenario1(ctx context.Context, o *options, r *report) error {
 
 	v := upstream.Vars{Mode: "burst", Count: o.events}
 	warm := upstream.Vars{Mode: "burst", Count: 20_000}
-	if _, err := bridgedConsume(ctx, client, warm, nil); err != nil {
-		return fmt.Errorf("bridged warm-up: %w", err)
+	for _, mb := range []uint32{0, batchSize} {
+		if _, err := bridgedConsume(ctx, client, warm, mb, nil); err != nil {
+			return fmt.Errorf("bridged warm-up: %w", err)
+		}
+		if _, err := bridgedConsume(ctx, gclient, warm, mb, nil); err != nil {
+			return fmt.Errorf("gRPC ceiling warm-up: %w", err)
+		}
 	}
 	if _, err := rawConsume(ctx, up.URL(), warm, nil); err != nil {
 		return fmt.Errorf("raw warm-up: %w", err)
-	}
-	if _, err := bridgedConsume(ctx, gclient, warm, nil); err != nil {
-		return fmt.Errorf("gRPC ceiling warm-up: %w", err)
 	}
 
 	type consumer struct {
 		name string
 		run  func() (result, error)
 	}
-	var bridgeCPU time.Duration
-	var bridgeEvents, bridgeDropped int64
-	var grpcCPU time.Duration
-	var grpcEvents int64
+	// CPU of the serving process (bridge or gRPC-only server) per consumer,
+	// and the results it served.
+	cpu := map[string]time.Duration{}
+	served := map[string]int64{}
+	dropped := map[string]int64{}
+	batches := map[string]int64{}
+	grpcRun := func(name string, p *bridgeProc, c bridgev1.SubscriptionServiceClient, mb uint32) consumer {
+		return consumer{name, func() (result, error) {
+			c0 := cpuTime(p.pid())
+			res, err := bridgedConsume(ctx, c, v, mb, nil)
+			cpu[name] += cpuTime(p.pid()) - c0
+			served[name] += res.count
+			dropped[name] += res.dropped
+			batches[name] += res.batches
+			return res, err
+		}}
+	}
 	consumers := []consumer{
 		{"upstream→TCP (no framing)", func() (result, error) { return tcpCeiling(ctx, up.URL(), v) }},
-		{"(a) raw gorilla reader", func() (result, error) { return rawConsume(ctx, up.URL(), v, nil) }},
-		{"raw coder/websocket reader", func() (result, error) { return coderConsume(ctx, up.URL(), v) }},
-		{"(b) genqlient", func() (result, error) { return genqlientConsume(ctx, up.URL(), v) }},
-		{"(c) node graphql-ws", func() (result, error) { return nodeConsume(ctx, o.nodeDir, up.URL(), v) }},
-		{"gRPC only (no bridge)", func() (result, error) {
-			c0 := cpuTime(gb.pid())
-			res, err := bridgedConsume(ctx, gclient, v, nil)
-			grpcCPU += cpuTime(gb.pid()) - c0
-			grpcEvents += res.count
-			return res, err
-		}},
-		{"(d) bridged (gRPC)", func() (result, error) {
-			c0 := cpuTime(b.pid())
-			res, err := bridgedConsume(ctx, client, v, nil)
-			bridgeCPU += cpuTime(b.pid()) - c0
-			bridgeEvents += res.count
-			bridgeDropped += res.dropped
-			return res, err
-		}},
+		{cRaw, func() (result, error) { return rawConsume(ctx, up.URL(), v, nil) }},
+		{cCoder, func() (result, error) { return coderConsume(ctx, up.URL(), v) }},
+		{cGenqlient, func() (result, error) { return genqlientConsume(ctx, up.URL(), v) }},
+		{cNode, func() (result, error) { return nodeConsume(ctx, o.nodeDir, up.URL(), v) }},
+		grpcRun(cGRPC, gb, gclient, 0),
+		grpcRun(cGRPCBatched, gb, gclient, batchSize),
+		grpcRun(cBridged, b, client, 0),
+		grpcRun(cBridgedBatch, b, client, batchSize),
 	}
 	if o.consumers != "" {
 		consumers = slices.DeleteFunc(consumers, func(c consumer) bool {
@@ -162,154 +187,340 @@ func scenario1(ctx context.Context, o *options, r *report) error {
 		}
 	}
 	build := upstream.BuildRate(2_000_000)
-	raw := median(rates["(a) raw gorilla reader"])
-	grpcOnly := median(rates["gRPC only (no bridge)"])
+	raw := median(rates[cRaw])
 	r.add(s1, "upstream (no network)", "frames built", build, "events/s")
 	for _, c := range consumers {
 		r.addRatio(s1, c.name, "events/s (median of "+strconv.Itoa(o.runs)+")", median(rates[c.name]), "events/s", raw, "raw")
 		details[c.name] = rates[c.name]
 	}
-	bridgedRate := median(rates["(d) bridged (gRPC)"])
-	r.addRatio(s1, "(d) bridged (gRPC)", "events/s vs the gRPC ceiling", bridgedRate, "events/s", grpcOnly, "gRPC only")
-	r.addRatio(s1, "(d) bridged (gRPC)", "events/s vs genqlient", bridgedRate, "events/s", median(rates["(b) genqlient"]), "genqlient")
-	r.addRatio(s1, "(d) bridged (gRPC)", "events/s vs Node graphql-ws", bridgedRate, "events/s", median(rates["(c) node graphql-ws"]), "Node")
-	r.addRatio(s1, "gRPC only (no bridge)", "events/s vs Node graphql-ws", grpcOnly, "events/s", median(rates["(c) node graphql-ws"]), "Node")
-	r.add(s1, "(d) bridged (gRPC)", "dropped by the bridge (all runs)", float64(bridgeDropped), "events")
-	grpcPerEvent := 0.0
-	if grpcEvents > 0 {
-		grpcPerEvent = us(grpcCPU) / float64(grpcEvents)
-		r.add(s1, "gRPC only (no bridge)", "server CPU per result", grpcPerEvent, "µs")
+	perResult := func(name string) float64 {
+		if served[name] == 0 {
+			return 0
+		}
+		return us(cpu[name]) / float64(served[name])
 	}
-	cpuPerEvent := 0.0
-	if bridgeEvents > 0 {
-		cpuPerEvent = us(bridgeCPU) / float64(bridgeEvents)
-		r.addRatio(s1, "(d) bridged (gRPC)", "bridge CPU per result", cpuPerEvent, "µs", grpcPerEvent, "gRPC only")
+	for _, g := range []struct{ name, ceiling string }{{cGRPC, ""}, {cGRPCBatched, cGRPC}} {
+		if served[g.name] > 0 {
+			r.addRatio(s1, g.name, "server CPU per result", perResult(g.name), "µs", perResult(g.ceiling), g.ceiling)
+		}
+	}
+	for _, bc := range []struct{ name, ceiling string }{{cBridged, cGRPC}, {cBridgedBatch, cGRPCBatched}} {
+		rate := median(rates[bc.name])
+		if rate == 0 {
+			continue
+		}
+		for _, ref := range []struct{ name, figure, short string }{
+			{cRaw, "raw gorilla reader", "raw"}, {cCoder, "raw coder/websocket", "coder"}, {cGenqlient, "genqlient", "genqlient"},
+			{cNode, "Node graphql-ws", "Node"}, {cGRPC, "gRPC only", "gRPC only"}, {cGRPCBatched, "gRPC only, batches", "gRPC batches"},
+		} {
+			base := median(rates[ref.name])
+			if base == 0 {
+				continue
+			}
+			r.addRatio(s1, bc.name, "events/s vs "+ref.figure, rate, "events/s", base, ref.short)
+		}
+		r.add(s1, bc.name, "dropped by the bridge (all runs)", float64(dropped[bc.name]), "events")
+		r.addRatio(s1, bc.name, "bridge CPU per result", perResult(bc.name), "µs", perResult(bc.ceiling), bc.ceiling)
+		if batches[bc.name] > 0 {
+			r.add(s1, bc.name, "results per batch (mean)", float64(served[bc.name])/float64(batches[bc.name]), "events")
+		}
+	}
+	if node := median(rates[cNode]); node > 0 {
+		r.addRatio(s1, cGRPC, "events/s vs Node graphql-ws", median(rates[cGRPC]), "events/s", node, "Node")
+		r.addRatio(s1, cGRPCBatched, "events/s vs Node graphql-ws", median(rates[cGRPCBatched]), "events/s", node, "Node")
 	}
 	details["events_per_run"] = o.events
 	details["upstream_build_rate"] = build
+	details["cpu_us_per_result"] = map[string]float64{cGRPC: perResult(cGRPC), cGRPCBatched: perResult(cGRPCBatched), cBridged: perResult(cBridged), cBridgedBatch: perResult(cBridgedBatch)}
 	r.Details[s1] = details
 
-	gq, node := median(rates["(b) genqlient"]), median(rates["(c) node graphql-ws"])
-	if bridgedRate > 0 { // goals need the consumers they compare (-consumers may leave some out)
+	// Goals need the consumers they compare (-consumers may leave some out).
+	gq, node, coder := median(rates[cGenqlient]), median(rates[cNode]), median(rates[cCoder])
+	if rate := median(rates[cBridgedBatch]); rate > 0 {
+		if node > 0 {
+			r.goal("1: batched ≥ 1.5× Node graphql-ws", "≥ 1.50x", fmt.Sprintf("%.2fx (%s vs %s events/s)", rate/node, num(rate), num(node)), rate >= 1.5*node)
+		}
+		if coder > 0 {
+			r.goal("1: batched ≥ 0.8× raw coder/websocket", "≥ 0.80x", fmt.Sprintf("%.2fx (%s vs %s events/s)", rate/coder, num(rate), num(coder)), rate >= 0.8*coder)
+		}
+		r.goal("1: batched, no result dropped", "0", strconv.FormatInt(dropped[cBridgedBatch], 10), dropped[cBridgedBatch] == 0)
+	}
+	if rate := median(rates[cBridged]); rate > 0 {
 		if raw > 0 {
-			r.goal("1: bridged ≥ 0.5× raw direct", "≥ 0.50x", fmt.Sprintf("%.2fx (%s vs %s events/s)", bridgedRate/raw, num(bridgedRate), num(raw)), bridgedRate >= 0.5*raw)
+			r.goal("1: bridged ≥ 0.5× raw direct", "≥ 0.50x", fmt.Sprintf("%.2fx (%s vs %s events/s)", rate/raw, num(rate), num(raw)), rate >= 0.5*raw)
 		}
 		if gq > 0 {
-			r.goal("1: bridged ahead of genqlient", "> 1.00x", fmt.Sprintf("%.2fx (%s events/s)", bridgedRate/gq, num(gq)), bridgedRate > gq)
+			r.goal("1: bridged ahead of genqlient", "> 1.00x", fmt.Sprintf("%.2fx (%s events/s)", rate/gq, num(gq)), rate > gq)
 		}
 		if node > 0 {
-			r.goal("1: bridged ahead of Node graphql-ws", "> 1.00x", fmt.Sprintf("%.2fx (%s events/s)", bridgedRate/node, num(node)), bridgedRate > node)
+			r.goal("1: unbatched ≥ 1.0× Node graphql-ws", "≥ 1.00x", fmt.Sprintf("%.2fx (%s vs %s events/s)", rate/node, num(rate), num(node)), rate >= node)
 		}
-		r.goal("1: no result dropped by the bridge", "0", strconv.FormatInt(bridgeDropped, 10), bridgeDropped == 0)
+		r.goal("1: unbatched, no result dropped", "0", strconv.FormatInt(dropped[cBridged], 10), dropped[cBridged] == 0)
 	}
 	if o.profile != "" {
-		return profileThroughput(ctx, o, b, client, v, r)
+		if err := profileThroughput(ctx, o, b, client, v, 0, "throughput", r); err != nil {
+			return err
+		}
+		if err := profileThroughput(ctx, o, b, client, v, batchSize, "throughput-batched", r); err != nil {
+			return err
+		}
+	}
+	if o.burst > 0 {
+		return burstAtDefaults(ctx, o, r, up)
 	}
 	return nil
 }
 
-// scenario2: a steady 1,000 results/s for a few seconds, read directly and
-// through the bridge (one after the other); added latency per quantile.
+// burstAtDefaults runs a bridge with the shipped defaults (no queue
+// settings in its file) on up and reads bursts of o.burst results from it
+// as fast as a Go gRPC client can, without batches and with max_batch 256:
+// what a single subscriber loses when the upstream outruns it.
+func burstAtDefaults(ctx context.Context, o *options, r *report, up *upstream.Server) error {
+	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: 1000, dedup: true, queueSize: o.burstQ})
+	if err != nil {
+		return err
+	}
+	b.name = "scenario1-defaults"
+	if o.burstQ > 0 {
+		note := fmt.Sprintf("scenario 1: the bursts ran with queue.size %d (-burst-queue), not the shipped defaults", o.burstQ)
+		log.Print(note)
+		r.Notes = append(r.Notes, note)
+	}
+	defer b.stop()
+	cc, client, err := grpcClient(b.grpcAddr)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	v := upstream.Vars{Mode: "burst", Count: o.burst}
+	if _, err := bridgedConsume(ctx, client, upstream.Vars{Mode: "burst", Count: 1000}, 0, nil); err != nil {
+		return fmt.Errorf("defaults warm-up: %w", err)
+	}
+	details := map[string]any{"burst": o.burst}
+	for _, mb := range []uint32{0, batchSize} {
+		name := cDefaults
+		if mb > 0 {
+			name = cDefaultsBatch
+		}
+		var got, lost, worst int64
+		var rates []float64
+		var cpu time.Duration
+		d0 := b.metrics(ctx, "gqlbridge_events_dropped_total")["gqlbridge_events_dropped_total"]
+		for run := 0; run < o.runs; run++ {
+			c0 := cpuTime(b.pid())
+			res, err := bridgedConsume(ctx, client, v, mb, nil)
+			cpu += cpuTime(b.pid()) - c0
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			got += res.count
+			lost += res.dropped
+			worst = max(worst, res.dropped)
+			rates = append(rates, res.rate())
+			log.Printf("  %-28s run %d: %8d results in %7.3fs = %9.0f/s, dropped %d (%.1f%%)", name, run+1, res.count, res.dur.Seconds(), res.rate(), res.dropped, 100*float64(res.dropped)/float64(o.burst))
+		}
+		metricDropped := b.metrics(ctx, "gqlbridge_events_dropped_total")["gqlbridge_events_dropped_total"] - d0
+		consumer := name
+		total := float64(got + lost)
+		r.add(s1, consumer, fmt.Sprintf("burst of %s: dropped (all %d runs)", num(float64(o.burst)), o.runs), float64(lost), "events")
+		r.add(s1, consumer, "dropped fraction", 100*float64(lost)/max(total, 1), "%")
+		r.add(s1, consumer, "dropped, worst run", float64(worst), "events")
+		r.add(s1, consumer, "received/s (median)", median(rates), "events/s")
+		r.add(s1, consumer, "bridge CPU per result received", us(cpu)/max(float64(got), 1), "µs")
+		details[name] = map[string]any{"received": got, "dropped": lost, "dropped_metric": metricDropped, "rates": rates}
+		if metricDropped != float64(lost) {
+			log.Printf("  %s: the client counted %d dropped, gqlbridge_events_dropped_total grew by %.0f", consumer, lost, metricDropped)
+		}
+		if mb > 0 {
+			r.goal(fmt.Sprintf("1: defaults, burst of %s, batched", num(float64(o.burst))), "0 dropped",
+				fmt.Sprintf("%d dropped of %d (%.2f%%)", lost, int64(total), 100*float64(lost)/max(total, 1)), lost == 0)
+		}
+	}
+	r.Details[s1+" defaults"] = details
+	return nil
+}
+
+// scenario2: a steady 1,000 results/s for a few seconds, read directly,
+// from the gRPC-only server, and through the bridge without and with
+// batches (one after the other); added latency per quantile. A batch holds
+// what is queued when the stream is ready to send and never waits for
+// more, so at this rate batches hold one result and must add nothing.
 func scenario2(ctx context.Context, o *options, r *report) error {
-	rig, err := startRig(ctx, o, "scenario2", bridgeOpts{opsPerConn: 1000, queueSize: 128, dedup: true})
+	rig, err := startRig(ctx, o, "scenario2", bridgeOpts{opsPerConn: 1000, dedup: true})
 	if err != nil {
 		return err
 	}
 	defer rig.close()
 	up, client, gclient := rig.up, rig.client, rig.ceilingClient
 	warm := upstream.Vars{Mode: "rate", Rate: o.latRate, Count: int64(o.latRate / 2)}
-	if _, err := bridgedConsume(ctx, client, warm, nil); err != nil {
-		return err
+	for _, mb := range []uint32{0, batchSize} {
+		if _, err := bridgedConsume(ctx, client, warm, mb, nil); err != nil {
+			return err
+		}
 	}
-	if _, err := bridgedConsume(ctx, gclient, warm, nil); err != nil {
+	if _, err := bridgedConsume(ctx, gclient, warm, 0, nil); err != nil {
 		return err
 	}
 	if _, err := rawConsume(ctx, up.URL(), warm, nil); err != nil {
 		return err
 	}
 	v := upstream.Vars{Mode: "rate", Rate: o.latRate, Count: int64(o.latRate * o.latSeconds)}
-	var direct, bridged, grpcOnly []time.Duration
+	var direct, grpcOnly []time.Duration
 	if _, err := rawConsume(ctx, up.URL(), v, &direct); err != nil {
 		return fmt.Errorf("direct: %w", err)
 	}
-	if _, err := bridgedConsume(ctx, gclient, v, &grpcOnly); err != nil {
+	if _, err := bridgedConsume(ctx, gclient, v, 0, &grpcOnly); err != nil {
 		return fmt.Errorf("gRPC only: %w", err)
 	}
-	if _, err := bridgedConsume(ctx, client, v, &bridged); err != nil {
-		return fmt.Errorf("bridged: %w", err)
+	bridged := map[uint32]*[]time.Duration{0: {}, batchSize: {}}
+	batches := map[uint32]int64{}
+	for _, mb := range []uint32{0, batchSize} {
+		res, err := bridgedConsume(ctx, client, v, mb, bridged[mb])
+		if err != nil {
+			return fmt.Errorf("bridged (max_batch %d): %w", mb, err)
+		}
+		batches[mb] = res.batches
 	}
 	slices.Sort(direct)
-	slices.Sort(bridged)
 	slices.Sort(grpcOnly)
 	qs := []struct {
 		name string
 		q    float64
 	}{{"p50", 0.50}, {"p99", 0.99}, {"p999", 0.999}}
-	details := map[string]any{"rate": o.latRate, "results": v.Count, "direct_n": len(direct), "bridged_n": len(bridged)}
+	details := map[string]any{"rate": o.latRate, "results": v.Count, "direct_n": len(direct)}
 	for _, q := range qs {
 		r.add(s2, "(a) raw direct", q.name+" send→receive", us(quantile(direct, q.q)), "µs")
 	}
 	for _, q := range qs {
-		r.add(s2, "gRPC only (no bridge)", q.name+" send→receive", us(quantile(grpcOnly, q.q)), "µs")
+		r.add(s2, cGRPC, q.name+" send→receive", us(quantile(grpcOnly, q.q)), "µs")
 	}
-	for _, q := range qs {
-		r.add(s2, "(d) bridged", q.name+" send→receive", us(quantile(bridged, q.q)), "µs")
-	}
-	var p99 float64
-	for _, q := range qs {
-		added := us(quantile(bridged, q.q) - quantile(direct, q.q))
-		r.add(s2, "added by the bridge", q.name, added, "µs")
-		details["added_"+q.name+"_us"] = added
-		if q.name == "p99" {
-			p99 = added
+	for _, mb := range []uint32{0, batchSize} {
+		lat := *bridged[mb]
+		slices.Sort(lat)
+		name, added := cBridged, "added by the bridge"
+		if mb > 0 {
+			name, added = cBridgedBatch, "added, max_batch 256"
 		}
+		for _, q := range qs {
+			r.add(s2, name, q.name+" send→receive", us(quantile(lat, q.q)), "µs")
+		}
+		r.add(s2, name, "max send→receive", us(lat[len(lat)-1]), "µs")
+		if mb > 0 && batches[mb] > 0 {
+			r.add(s2, name, "results per batch (mean)", float64(len(lat))/float64(batches[mb]), "events")
+		}
+		var p99 float64
+		for _, q := range qs {
+			a := us(quantile(lat, q.q) - quantile(direct, q.q))
+			r.add(s2, added, q.name, a, "µs")
+			details[fmt.Sprintf("added_%s_us_max_batch_%d", q.name, mb)] = a
+			if q.name == "p99" {
+				p99 = a
+			}
+		}
+		details[fmt.Sprintf("bridged_n_max_batch_%d", mb)] = len(lat)
+		what := "unbatched"
+		if mb > 0 {
+			what = "max_batch 256"
+		}
+		r.goal("2: p99 added latency at 1,000/s, "+what, "< 1000 µs", fmt.Sprintf("%.0f µs", p99), p99 < 1000)
 	}
 	for _, q := range qs {
 		r.add(s2, "added by gRPC alone", q.name+" (gRPC only minus direct)", us(quantile(grpcOnly, q.q)-quantile(direct, q.q)), "µs")
 	}
-	r.add(s2, "(d) bridged", "max send→receive", us(bridged[len(bridged)-1]), "µs")
 	r.Details[s2] = details
-	r.goal("2: p99 added latency at 1,000/s", "< 1000 µs", fmt.Sprintf("%.0f µs", p99), p99 < 1000)
 	return nil
 }
 
 // scenario3: many concurrent subscriptions through one bridge process,
-// once with the Go runtime's defaults and once with GOMEMLIMIT as the
-// Kubernetes deployment sets it (just below the memory limit: here the
-// goal's 2 GiB). RSS is measured at its peak over a whole GC cycle: the GC
-// lets the heap grow to its goal, live heap plus (live heap plus goroutine
-// stacks) × GOGC/100, before it collects, so a reading taken mid-cycle
-// flatters the bridge.
+// run as a container would run it: in a memory cgroup with a 2 GiB limit
+// and no GOMEMLIMIT in its environment, so the soft memory limit is the one
+// the bridge sets itself from the cgroup (server.memory_limit: auto). When
+// no cgroup can be made (not root, no writable hierarchy) the output says
+// so and the bridge runs with GOMEMLIMIT=o.memLimit instead. With
+// -s3-nolimit it also runs without any soft limit (memory_limit: off),
+// outside the cgroup, as Go's defaults would. RSS is measured at its peak
+// over a whole GC cycle: the GC lets the heap grow to its goal, live heap
+// plus (live heap plus goroutine stacks) × GOGC/100, before it collects, so
+// a reading taken mid-cycle flatters the bridge.
 func scenario3(ctx context.Context, o *options, r *report) error {
-	for _, env := range [][]string{nil, {"GOMEMLIMIT=" + o.memLimit}} {
-		if o.memLimit == "" && env != nil {
-			continue
-		}
-		if err := scaleRun(ctx, o, r, env); err != nil {
+	cg, err := newMemCgroup(o.cgroupLimit)
+	if err != nil {
+		note := fmt.Sprintf("scenario 3: no memory cgroup could be made (%v); the bridge runs with GOMEMLIMIT=%s instead", err, o.memLimit)
+		log.Print(note)
+		r.Notes = append(r.Notes, note)
+		if err := scaleRun(ctx, o, r, scaleOpts{label: "bridge (GOMEMLIMIT=" + o.memLimit + ")", env: []string{"GOMEMLIMIT=" + o.memLimit}}); err != nil {
 			return err
 		}
+	} else {
+		log.Printf("  memory cgroup %s", cg)
+		err := scaleRun(ctx, o, r, scaleOpts{label: fmt.Sprintf("bridge (cgroup %s)", sizeName(o.cgroupLimit)), cgroup: cg})
+		cg.remove()
+		if err != nil {
+			return err
+		}
+	}
+	if o.s3NoLimit {
+		return scaleRun(ctx, o, r, scaleOpts{label: "bridge (no soft limit)", memoryLimit: "off", env: []string{"GOMEMLIMIT=off"}})
 	}
 	return nil
 }
 
-func scaleRun(ctx context.Context, o *options, r *report, env []string) error {
+// sizeName writes a byte count as 2GiB, 1800MiB.
+func sizeName(n int64) string {
+	switch {
+	case n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "GiB"
+	case n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "MiB"
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}
+
+// Scenario 3's figures in BENCHMARKS.md before this harness ran the bridge
+// in a cgroup (the run of 2026-11-23, Go defaults), to compare against.
+const (
+	refSubscribeRate    = 6288  // subscriptions/s
+	refCPUPerSubscribe  = 153.5 // µs
+	refScenario3Figures = "2026-11-23"
+)
+
+// scaleOpts is one run of scenario 3.
+type scaleOpts struct {
+	label       string
+	env         []string
+	memoryLimit string     // server.memory_limit
+	cgroup      *memCgroup // run the bridge in it, without GOMEMLIMIT
+}
+
+func scaleRun(ctx context.Context, o *options, r *report, so scaleOpts) error {
 	up, err := upstream.Start("127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	defer up.Close()
-	profile := o.profile != "" && env == nil // profiles of the run with defaults
-	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: o.opsPerConn, queueSize: 128, dedup: true, pprof: profile, env: env})
+	profile := o.profile != "" && so.memoryLimit == "" // profiles of the first run
+	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: o.opsPerConn, dedup: true, pprof: profile,
+		env: so.env, memoryLimit: so.memoryLimit, cgroup: so.cgroup})
 	if err != nil {
 		return err
 	}
 	b.name = "scenario3"
-	bridge := "bridge (Go defaults)"
-	if env != nil {
-		b.name += "-memlimit"
-		bridge = "bridge (" + env[0] + ")"
+	bridge := so.label
+	if so.memoryLimit == "off" {
+		b.name += "-nolimit"
 	}
 	defer b.stop()
+	if so.cgroup != nil {
+		line := b.loggedMemoryLimit()
+		log.Printf("  the bridge logged: memory limit %s", line)
+		r.Notes = append(r.Notes, fmt.Sprintf("scenario 3, %s in %s: the bridge logged \"memory limit %s\"", bridge, so.cgroup, line))
+		if v, ok := logField(line, "limit_bytes"); ok {
+			r.add(s3, bridge, "soft memory limit it logged", v/mib, "MiB")
+		}
+		if v, ok := logField(line, "container_limit_bytes"); ok {
+			r.addRatio(s3, bridge, "container limit it detected", v/mib, "MiB", float64(so.cgroup.limit)/mib, "cgroup")
+		}
+	}
 	time.Sleep(300 * time.Millisecond)
 	rss0, _ := memory(b.pid())
 	cpu0 := cpuTime(b.pid())
@@ -362,7 +573,19 @@ func scaleRun(ctx context.Context, o *options, r *report, env []string) error {
 		time.Sleep(time.Second)
 	}
 	_, hwm := memory(b.pid())
-	m := b.metrics(ctx, "go_goroutines", "go_memstats_next_gc_bytes", "go_gc_duration_seconds_count", "gqlbridge_subscribers", "gqlbridge_upstream_operations", "gqlbridge_reconnects_total",
+	alive := true
+	select {
+	case <-b.exited:
+		alive = false
+		msg := fmt.Sprintf("scenario 3, %s: the bridge exited during the run", bridge)
+		if so.cgroup != nil {
+			msg += fmt.Sprintf(" (OOM kills in its cgroup: %d)", so.cgroup.ooms())
+		}
+		log.Print(msg)
+		r.Notes = append(r.Notes, msg)
+	default:
+	}
+	m := b.metrics(ctx, "go_gc_gomemlimit_bytes", "go_goroutines", "go_memstats_next_gc_bytes", "go_gc_duration_seconds_count", "gqlbridge_subscribers", "gqlbridge_upstream_operations", "gqlbridge_reconnects_total",
 		"go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_heap_alloc_bytes", "go_memstats_heap_objects")
 	conns := b.labelled(ctx, "gqlbridge_upstream_connections")
 	readyConns := conns[`{state="ready",upstream="x"}`]
@@ -378,11 +601,18 @@ func scaleRun(ctx context.Context, o *options, r *report, env []string) error {
 	r.addRatio(s3, bridge, "subscriptions with ≥1 result", float64(withEvent), "subs", target, "target")
 	r.add(s3, bridge, "streams ended early", float64(ended), "subs")
 	r.add(s3, bridge, "time to open all", openDur.Seconds(), "s")
-	r.add(s3, bridge, "subscribe rate", n/openDur.Seconds(), "subs/s")
-	r.add(s3, bridge, "CPU per subscribe", us(openCPU)/max(n, 1), "µs")
+	r.addRatio(s3, bridge, "subscribe rate", n/openDur.Seconds(), "subs/s", refSubscribeRate, refScenario3Figures)
+	r.addRatio(s3, bridge, "CPU per subscribe", us(openCPU)/max(n, 1), "µs", refCPUPerSubscribe, refScenario3Figures)
 	r.add(s3, bridge, "RSS after the window (VmRSS)", float64(rss)/mib, "MiB")
 	r.add(s3, bridge, "RSS peak, whole GC cycle (VmHWM)", float64(hwm)/mib, "MiB")
 	r.add(s3, bridge, "RSS peak per subscription", float64(hwm-rss0)/max(n, 1)/1024, "KiB")
+	if so.cgroup != nil {
+		r.add(s3, bridge, "cgroup peak usage (with cache)", float64(so.cgroup.peak())/mib, "MiB")
+		r.add(s3, bridge, "OOM kills in the cgroup", float64(so.cgroup.ooms()), "")
+	}
+	if v, ok := m["go_gc_gomemlimit_bytes"]; ok && v < 1<<62 {
+		r.add(s3, bridge, "Go soft memory limit (metric)", v/mib, "MiB")
+	}
 	r.add(s3, bridge, "GC heap goal (next_gc)", m["go_memstats_next_gc_bytes"]/mib, "MiB")
 	r.add(s3, bridge, "wait for a whole GC cycle", time.Since(cycleStart).Seconds(), "s")
 	r.add(s3, bridge, "goroutine stacks in use", m["go_memstats_stack_inuse_bytes"]/mib, "MiB")
@@ -402,7 +632,7 @@ func scaleRun(ctx context.Context, o *options, r *report, env []string) error {
 		r.add(s3, bridge, "CPU per result (steady)", us(c2-c1)/float64(e2-e1), "µs")
 	}
 	r.add(s3, "bench client", "RSS (gRPC client + upstream)", float64(selfRSS)/mib, "MiB")
-	details := map[string]any{"env": env, "full_gc_cycle": fullCycle, "target": o.subs, "opened": got, "ops_per_conn": o.opsPerConn, "grpc_client_conns": o.grpcConns,
+	details := map[string]any{"env": so.env, "memory_limit": so.memoryLimit, "cgroup": fmt.Sprint(so.cgroup), "full_gc_cycle": fullCycle, "target": o.subs, "opened": got, "ops_per_conn": o.opsPerConn, "grpc_client_conns": o.grpcConns,
 		"period_ms": period, "rss_idle_bytes": rss0, "rss_bytes": rss, "hwm_bytes": hwm, "metrics": m, "connections": conns}
 	if openErr != nil {
 		details["open_error"] = openErr.Error()
@@ -429,7 +659,7 @@ func scaleRun(ctx context.Context, o *options, r *report, env []string) error {
 	if !fullCycle {
 		cycle = fmt.Sprintf("no whole GC cycle within %s", o.gcWait)
 	}
-	r.goal("3: peak RSS, "+bridge, "< 2048 MiB", fmt.Sprintf("%.0f MiB (%s)", float64(hwm)/mib, cycle), hwm < 2<<30 && got == int64(o.subs) && fullCycle)
+	r.goal("3: peak RSS, "+bridge, "< 2048 MiB", fmt.Sprintf("%.0f MiB (%s)", float64(hwm)/mib, cycle), alive && hwm < 2<<30 && got == int64(o.subs) && fullCycle)
 	return nil
 }
 
@@ -441,7 +671,7 @@ func scenario4(ctx context.Context, o *options, r *report) error {
 		return err
 	}
 	defer up.Close()
-	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: o.stormOpsPerConn, queueSize: 128, dedup: true})
+	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: o.stormOpsPerConn, dedup: true})
 	if err != nil {
 		return err
 	}
@@ -542,7 +772,7 @@ func scenario5(ctx context.Context, o *options, r *report) error {
 		return err
 	}
 	defer up.Close()
-	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: 1000, queueSize: 128, dedup: true, pprof: o.profile != ""})
+	b, err := startBridge(o.bridgeBin, up.URL(), bridgeOpts{opsPerConn: 1000, dedup: true, pprof: o.profile != ""})
 	if err != nil {
 		return err
 	}

@@ -51,20 +51,41 @@ type server struct {
 	bridgev1.UnimplementedSubscriptionServiceServer
 }
 
-// Subscribe sends the upstream's results, byte for byte the same shape.
+// Subscribe sends the upstream's results, byte for byte the same shape:
+// one Next each, or with max_batch above 1 in Batch events of max_batch
+// results (the most the caller asked for: what a bridge that always has a
+// full batch queued would send). At a rate, results are not ready
+// together: each goes as it is made, alone in its batch.
 func (server) Subscribe(req *bridgev1.SubscribeRequest, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse]) error {
 	fields := req.GetVariables().GetFields()
 	count := int64(fields["count"].GetNumberValue())
 	rate := fields["rate"].GetNumberValue()
-	next := &bridgev1.Next{}
-	resp := &bridgev1.SubscribeResponse{Event: &bridgev1.SubscribeResponse_Next{Next: next}}
+	per := max(int64(req.GetMaxBatch()), 1)
+	nexts := make([]*bridgev1.Next, per)
+	for i := range nexts {
+		nexts[i] = &bridgev1.Next{}
+	}
+	batch := &bridgev1.Batch{}
+	resp := &bridgev1.SubscribeResponse{Event: &bridgev1.SubscribeResponse_Next{Next: nexts[0]}}
+	if per > 1 {
+		resp.Event = &bridgev1.SubscribeResponse_Batch{Batch: batch}
+	}
+	step := per
+	if rate > 0 {
+		step = 1
+	}
 	start := time.Now()
-	for i := int64(1); i <= count; i++ {
-		if rate > 0 {
-			time.Sleep(time.Until(start.Add(time.Duration(float64(i-1) * float64(time.Second) / rate))))
+	for i := int64(1); i <= count; i += step {
+		k := min(step, count-i+1)
+		for j := range k {
+			if rate > 0 {
+				time.Sleep(time.Until(start.Add(time.Duration(float64(i+j-1) * float64(time.Second) / rate))))
+			}
+			next := nexts[j]
+			next.Result = upstream.AppendResult(next.Result[:0], i+j, time.Now().UnixNano())
+			next.Sequence = uint64(i + j)
 		}
-		next.Result = upstream.AppendResult(next.Result[:0], i, time.Now().UnixNano())
-		next.Sequence = uint64(i)
+		batch.Nexts = nexts[:k]
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
