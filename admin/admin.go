@@ -166,7 +166,7 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 	for _, u := range snap.Upstreams {
 		uv := upstreamView{UpstreamSnapshot: u}
 		for _, c := range u.Connections {
-			if c.State == ready {
+			if c.State == session.StateReady {
 				uv.Ready++
 			}
 			uv.Connections = append(uv.Connections, connView{ConnSnapshot: c, SinceAgo: ago(now, c.Since), SinceAt: stamp(c.Since)})
@@ -200,49 +200,41 @@ func (h *handler) status(w http.ResponseWriter, _ *http.Request) {
 	w.Write(buf.Bytes())
 }
 
-// The snapshot carries connection states by their session.State names.
-var (
-	ready      = session.StateReady.String()
-	connecting = session.StateConnecting.String()
-	backoff    = session.StateBackoff.String()
-	closed     = session.StateClosed.String()
-)
-
-func stateRank(state string) int {
+func stateRank(state session.State) int {
 	switch state {
-	case ready:
+	case session.StateReady:
 		return 0
-	case connecting:
+	case session.StateConnecting:
 		return 1
-	case backoff:
+	case session.StateBackoff:
 		return 2
-	case closed:
+	case session.StateClosed:
 		return 3
 	}
 	return 4
 }
 
-func stateClass(state string) string {
+func stateClass(state session.State) string {
 	switch state {
-	case ready:
+	case session.StateReady:
 		return "ok"
-	case connecting, backoff:
+	case session.StateConnecting, session.StateBackoff:
 		return "warn"
-	case closed:
+	case session.StateClosed:
 		return "bad"
 	}
 	return "muted"
 }
 
-func kindClass(kind string) string {
+func kindClass(kind bridge.ConnEventKind) string {
 	switch kind {
-	case "rotated":
+	case bridge.EventRotated:
 		return "ok"
-	case "reconnect":
+	case bridge.EventReconnect:
 		return "warn"
-	case "refresh":
+	case bridge.EventRefresh:
 		return "info"
-	case "failed":
+	case bridge.EventFailed:
 		return "bad"
 	}
 	return "muted"

@@ -45,23 +45,23 @@ func fakeSnapshot(now time.Time) bridge.Snapshot {
 			Name: "orders", URL: "wss://orders.example.com/graphql",
 			Operations: 7, Shared: 2, Subscriptions: 9,
 			Connections: []bridge.ConnSnapshot{
-				{State: "ready", Subprotocol: "graphql-transport-ws", Operations: 5, Since: now.Add(-3 * time.Minute), Attempt: 1},
-				{State: "backoff", Subprotocol: "graphql-transport-ws", Operations: 2, Since: now.Add(-2 * time.Second), Attempt: 3},
+				{State: session.StateReady, Subprotocol: "graphql-transport-ws", Operations: 5, Since: now.Add(-3 * time.Minute), Attempt: 1},
+				{State: session.StateBackoff, Subprotocol: "graphql-transport-ws", Operations: 2, Since: now.Add(-2 * time.Second), Attempt: 3},
 			},
 			Events: []bridge.ConnEvent{
-				{At: now.Add(-90 * time.Second), Kind: "reconnect", Code: 1012, Reason: "service restart", Class: "transient", Attempt: 1},
-				{At: now.Add(-30 * time.Second), Kind: "refresh", Code: 4401, Reason: "token expired", Class: "auth", Attempt: 2},
+				{At: now.Add(-90 * time.Second), Kind: bridge.EventReconnect, Code: 1012, Reason: "service restart", Class: "transient", Attempt: 1},
+				{At: now.Add(-30 * time.Second), Kind: bridge.EventRefresh, Code: 4401, Reason: "token expired", Class: "auth", Attempt: 2},
 			},
 		},
 		{
 			Name: "legacy", URL: "ws://legacy.internal:8080/subscriptions",
 			Operations: 1, Subscriptions: 1,
 			Connections: []bridge.ConnSnapshot{
-				{State: "connecting", Operations: 0, Since: now.Add(-time.Second), Attempt: 1},
-				{State: "closed", Subprotocol: "graphql-ws", Operations: 1, Since: now.Add(-10 * time.Second), Attempt: 5},
+				{State: session.StateConnecting, Operations: 0, Since: now.Add(-time.Second), Attempt: 1},
+				{State: session.StateClosed, Subprotocol: "graphql-ws", Operations: 1, Since: now.Add(-10 * time.Second), Attempt: 5},
 			},
 			Events: []bridge.ConnEvent{
-				{At: now.Add(-10 * time.Second), Kind: "failed", HTTPStatus: 403, Reason: "handshake refused <script>alert(1)</script>", Class: "misconfiguration", Attempt: 5},
+				{At: now.Add(-10 * time.Second), Kind: bridge.EventFailed, HTTPStatus: 403, Reason: "handshake refused <script>alert(1)</script>", Class: "misconfiguration", Attempt: 5},
 			},
 		},
 	}}

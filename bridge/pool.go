@@ -23,7 +23,7 @@ type pooledConn struct {
 	gone bool // removed from the pool
 
 	// For the status page; guarded by the pool's mu.
-	state       string
+	state       session.State
 	subprotocol string
 	since       time.Time
 	attempt     int
@@ -127,7 +127,7 @@ func (p *upstreamPool) pickLocked(identity string) (*pooledConn, error) {
 		}
 		userHook := cfg.OnState
 		prev := ""
-		pick = &pooledConn{state: session.StateConnecting.String(), since: time.Now()}
+		pick = &pooledConn{state: session.StateConnecting, since: time.Now()}
 		pc := pick
 		cfg.OnState = func(sc session.StateChange) {
 			p.logState(sc)
@@ -283,21 +283,21 @@ func (p *upstreamPool) record(pc *pooledConn, sc session.StateChange) {
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pc.state, pc.since, pc.attempt = sc.State.String(), now, sc.Attempt
+	pc.state, pc.since, pc.attempt = sc.State, now, sc.Attempt
 	if sc.Subprotocol != "" {
 		pc.subprotocol = sc.Subprotocol
 	}
 	ev := ConnEvent{At: now}
 	switch {
 	case sc.State == session.StateReady && sc.Rotated:
-		ev.Kind = "rotated"
+		ev.Kind = EventRotated
 	case sc.State == session.StateBackoff:
-		ev.Kind = "reconnect"
+		ev.Kind = EventReconnect
 		if sc.Cause.Class == session.ClassAuth {
-			ev.Kind = "refresh"
+			ev.Kind = EventRefresh
 		}
 	case sc.State == session.StateClosed && sc.Cause != nil:
-		ev.Kind = "failed"
+		ev.Kind = EventFailed
 	default:
 		return
 	}

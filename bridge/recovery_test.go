@@ -38,7 +38,7 @@ func TestFirstConnectionBackBringsTheOthers(t *testing.T) {
 	demo.Close()
 	waitFor(t, func() bool { // both connections in their hour-long wait
 		conns := e.svc.Snapshot().Upstreams[0].Connections
-		return len(conns) == 2 && conns[0].State == "backoff" && conns[0].Attempt >= 2 && conns[1].State == "backoff" && conns[1].Attempt >= 2
+		return len(conns) == 2 && conns[0].State == session.StateBackoff && conns[0].Attempt >= 2 && conns[1].State == session.StateBackoff && conns[1].Attempt >= 2
 	})
 	startDemo(t, demoupstream.Options{Addr: addr})
 	// A new subscriber needs a third connection: it dials at once and is

@@ -1,9 +1,13 @@
 package bridge
 
 import (
+	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"time"
+
+	"github.com/gqlbridge/gqlbridge/session"
 )
 
 // Snapshot describes the service for operators: every upstream, its
@@ -29,23 +33,62 @@ type UpstreamSnapshot struct {
 
 // ConnSnapshot describes one upstream connection.
 type ConnSnapshot struct {
-	State       string    `json:"state"` // connecting, ready, backoff, closed
-	Subprotocol string    `json:"subprotocol,omitempty"`
-	Operations  int       `json:"operations"`
-	Since       time.Time `json:"since"` // when it entered State
-	Attempt     int       `json:"attempt"`
+	State       session.State `json:"state"` // connecting, ready, backoff, closed
+	Subprotocol string        `json:"subprotocol,omitempty"`
+	Operations  int           `json:"operations"`
+	Since       time.Time     `json:"since"` // when it entered State
+	Attempt     int           `json:"attempt"`
 }
 
 // ConnEvent is a notable connection event: a reconnect (with the close code
 // that caused it), a credential refresh, a rotation, a terminal failure.
 type ConnEvent struct {
-	At         time.Time `json:"at"`
-	Kind       string    `json:"kind"` // reconnect, refresh, rotated, failed
-	Code       int       `json:"close_code,omitempty"`
-	HTTPStatus int       `json:"http_status,omitempty"`
-	Reason     string    `json:"reason,omitempty"`
-	Class      string    `json:"class,omitempty"`
-	Attempt    int       `json:"attempt"`
+	At         time.Time     `json:"at"`
+	Kind       ConnEventKind `json:"kind"` // reconnect, refresh, rotated, failed
+	Code       int           `json:"close_code,omitempty"`
+	HTTPStatus int           `json:"http_status,omitempty"`
+	Reason     string        `json:"reason,omitempty"`
+	Class      string        `json:"class,omitempty"`
+	Attempt    int           `json:"attempt"`
+}
+
+// ConnEventKind is what a ConnEvent reports.
+type ConnEventKind int
+
+// The kinds of ConnEvent.
+const (
+	EventReconnect ConnEventKind = iota + 1 // the connection was lost; it reconnects
+	EventRefresh                            // the credential was rejected; it reconnects with a fresh one
+	EventRotated                            // the credential was rotated make-before-break
+	EventFailed                             // the connection ended for good
+)
+
+func (k ConnEventKind) String() string {
+	switch k {
+	case EventReconnect:
+		return "reconnect"
+	case EventRefresh:
+		return "refresh"
+	case EventRotated:
+		return "rotated"
+	case EventFailed:
+		return "failed"
+	}
+	return "ConnEventKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// MarshalText writes the kind's name, as /status.json shows it.
+func (k ConnEventKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText reads a kind's name.
+func (k *ConnEventKind) UnmarshalText(b []byte) error {
+	for c := EventReconnect; c <= EventFailed; c++ {
+		if c.String() == string(b) {
+			*k = c
+			return nil
+		}
+	}
+	return fmt.Errorf("bridge: unknown connection event kind %q", b)
 }
 
 // QueuedBytes is the bytes of results held in all subscribers' queues,

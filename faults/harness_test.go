@@ -195,7 +195,7 @@ func (r *rig) snapshot() string {
 func (r *rig) reconnects() int {
 	n := 0
 	for _, e := range r.svc.Snapshot().Upstreams[0].Events {
-		if e.Kind == "reconnect" || e.Kind == "refresh" {
+		if e.Kind == bridge.EventReconnect || e.Kind == bridge.EventRefresh {
 			n++
 		}
 	}

@@ -302,7 +302,7 @@ func TestResumeRotation(t *testing.T) {
 	rotations := func() int {
 		n := 0
 		for _, e := range r.svc.Snapshot().Upstreams[0].Events {
-			if e.Kind == "rotated" {
+			if e.Kind == bridge.EventRotated {
 				n++
 			}
 		}

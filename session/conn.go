@@ -127,6 +127,21 @@ func (s State) String() string {
 	return "State(" + strconv.Itoa(int(s)) + ")"
 }
 
+// MarshalText writes the state's name, so a snapshot in JSON reads
+// "ready", not 1.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a state's name.
+func (s *State) UnmarshalText(b []byte) error {
+	for st := StateConnecting; st <= StateClosed; st++ {
+		if st.String() == string(b) {
+			*s = st
+			return nil
+		}
+	}
+	return fmt.Errorf("session: unknown state %q", b)
+}
+
 // StateChange is reported to [Config.OnState].
 type StateChange struct {
 	State       State
