@@ -267,8 +267,11 @@ func TestResumeDedup(t *testing.T) {
 		return &bridgev1.SubscribeRequest{Upstream: "demo", Query: eventsQuery, Variables: mustStruct(t, `{"after": 7}`), Resume: resumeAfter("/data/events/id")}
 	}
 	first := []*stream{e.subscribe(t, req()), e.subscribe(t, req())}
-	waitUntil(t, "2 subscriptions", func() bool { return e.svc.Snapshot().Upstreams[0].Subscriptions == 2 })
-	expectStats(t, e.svc, "demo", bridge.UpstreamStats{Connections: 1, Operations: 1, Shared: 1})
+	// Both streams are counted before they attach to an operation: wait for
+	// the pool, not the count (without sharing it never gets there).
+	waitUntil(t, "2 subscriptions sharing one operation", func() bool {
+		return e.svc.Stats()["demo"] == bridge.UpstreamStats{Connections: 1, Operations: 1, Shared: 1}
+	})
 	close(g.open)
 	check := func(s *stream, from, n int) {
 		t.Helper()
