@@ -29,14 +29,16 @@ import (
 const infinite = "subscription { ticker(count: 0, intervalMs: 20) { n } }"
 
 // TestLatencySpikes: a 200 ms ± 100 ms latency spike on everything the
-// upstream sends delays results but loses none and costs no reconnect.
+// upstream sends delays results but loses none and costs no reconnect. The
+// ticker never completes, so however slow the machine, the spike always
+// lands on a running stream: the test waits for results during and after
+// it, then checks that every stream counts the ticker from 1 without a gap.
 func TestLatencySpikes(t *testing.T) {
 	t.Parallel()
 	demo := startDemo(t)
 	px := startProxy(t, hostOf(t, demo.URL()))
 	r := startBridge(t, &bridge.Upstream{Session: withoutKeepAlive(sessionConfig(px.url("/graphql")))})
-	const count = 40
-	ws := r.subscribeN(subscriptions, fmt.Sprintf("subscription { ticker(count: %d, intervalMs: 20) { n } }", count))
+	ws := r.subscribeN(subscriptions, infinite)
 	waitAll(t, r, ws, "first results", flowing(3))
 
 	px.add("spike", "latency", "downstream", toxics.LatencyToxic{Latency: 200, Jitter: 100})
@@ -46,15 +48,10 @@ func TestLatencySpikes(t *testing.T) {
 		w.waitFor(t, r, "results during the spike", func(v view) bool { return len(v.results(-1)) >= k+5 })
 	}
 	px.remove("spike")
-	// ...and after it, to the upstream's complete, in order, none lost.
+	// ...and after it, in order, none lost.
 	for _, w := range ws {
-		v := w.waitEnd(t, r)
-		if v.st.Code() != codes.OK {
-			t.Fatalf("%s ended with %v, want OK; received %s", w.name, v.st, v)
-		}
-		if got := len(v.results(-1)); got != count {
-			t.Fatalf("%s: %d results, want %d; received %s", w.name, got, count, v)
-		}
+		k := len(w.view().results(-1))
+		v := w.waitFor(t, r, "results after the spike", func(v view) bool { return len(v.results(-1)) >= k+5 })
 		checkSequences(t, w, v)
 		checkTicks(t, w, v.results(-1))
 	}
