@@ -36,6 +36,13 @@ test: peers browser python-grpc ## Run every test with the race detector (instal
 	go test -race -count=1 ./...
 	cd deploy/validate && go test -count=1 ./...
 
+STRESS_COUNT ?= 3
+
+.PHONY: stress
+stress: peers browser python-grpc ## Hunt flakes: every test STRESS_COUNT times (default 3), shuffled, beside a busy-loop CPU hog
+	( while :; do :; done ) & hog=$$!; trap 'kill $$hog' EXIT; \
+		go test -race -count=$(STRESS_COUNT) -shuffle=on ./...
+
 .PHONY: browser
 browser: ## Install Debian chromium (headless browser for the admin status page test) if missing
 	command -v chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)
