@@ -67,12 +67,18 @@ func (c *Conn) remove(id []byte) *Operation {
 	c.mu.Lock()
 	op := c.ops[string(id)]
 	if op != nil {
-		delete(c.ops, op.id)
-		delete(c.live, op)
-		op.id = ""
+		c.removeLocked(op)
 	}
 	c.mu.Unlock()
 	return op
+}
+
+// removeLocked takes op off the connection: it is no longer live and its
+// wire id is free. c.mu is held.
+func (c *Conn) removeLocked(op *Operation) {
+	delete(c.ops, op.id)
+	delete(c.live, op)
+	op.id = ""
 }
 
 func truncate(b []byte, n int) []byte {

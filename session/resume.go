@@ -157,9 +157,7 @@ func (c *Conn) deliver(l *link, id, payload []byte) {
 	rs.results++
 	if !found {
 		n := rs.results
-		delete(c.ops, op.id)
-		delete(c.live, op)
-		op.id = ""
+		c.removeLocked(op)
 		c.mu.Unlock()
 		l.send(appendMessage(nil, l.proto.stop, string(id), nil))
 		e := &CursorError{Pointer: rs.req.Resume.Pointer.String(), Result: n}
