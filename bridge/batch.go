@@ -104,6 +104,36 @@ func marshalBatch(nexts []*bridgev1.Next) mem.BufferSlice {
 	return out
 }
 
+// appendNextResult appends the fields of a Next: the sequence and the
+// cursor, then the result.
+func appendNextResult(b, result []byte, seq uint64, cursor []byte) []byte {
+	b = appendNextHead(b, seq, cursor)
+	if len(result) > 0 {
+		b = protowire.AppendTag(b, 1, protowire.BytesType) // Next.result
+		b = protowire.AppendBytes(b, result)
+	}
+	return b
+}
+
+// copyBatch encodes SubscribeResponse{batch: {nexts}} as copyNext encodes
+// one result: into one buffer from gRPC's pool, results copied.
+func copyBatch(nexts []*bridgev1.Next) mem.BufferSlice {
+	body := 0
+	for _, n := range nexts {
+		body += batchEntrySize(n.GetResult(), n.GetSequence(), n.GetCursor())
+	}
+	buf, b := messageBuffer(batchSize(body))
+	b = protowire.AppendTag(b, 3, protowire.BytesType) // SubscribeResponse.batch
+	b = protowire.AppendVarint(b, uint64(body))
+	for _, n := range nexts {
+		r, seq, cur := n.GetResult(), n.GetSequence(), n.GetCursor()
+		b = protowire.AppendTag(b, 1, protowire.BytesType) // Batch.nexts
+		b = protowire.AppendVarint(b, uint64(nextBodySize(r, seq, cur)))
+		b = appendNextResult(b, r, seq, cur)
+	}
+	return mem.BufferSlice{buf.done(b)}
+}
+
 // batcher builds the Batch events of one stream, reusing its messages:
 // Send has encoded them when it returns.
 type batcher struct {

@@ -21,8 +21,10 @@ import (
 // checkBatchEncoding encodes a batch of results with the bridge's codec
 // and checks that protobuf's own decoder reads back the batch that was
 // sent, that the encoding is as long as protobuf's, that batchSize
-// predicts that length, and that no result was copied. cursors, when not
-// nil, gives each result a cursor.
+// predicts that length, and that no result was copied; and that copyBatch,
+// for a stream that owns the results, makes the same bytes in one buffer
+// that does not change when the results are overwritten (their storage is
+// reused, budget.go). cursors, when not nil, gives each result a cursor.
 func checkBatchEncoding(t *testing.T, results [][]byte, seqs []uint64, cursors ...[]byte) {
 	t.Helper()
 	codec := requestCodec{CodecV2: encoding.GetCodecV2("proto")}
@@ -54,12 +56,44 @@ func checkBatchEncoding(t *testing.T, results [][]byte, seqs []uint64, cursors .
 			t.Fatalf("%s: result %d was copied", what(), i)
 		}
 	}
+	checkOwnedEncoding(t, codec, resp, wire, what)
 	got := &bridgev1.SubscribeResponse{}
 	if err := proto.Unmarshal(wire, got); err != nil {
 		t.Fatalf("%s: %v", what(), err)
 	}
 	if got.GetBatch() == nil || !proto.Equal(got, resp) {
 		t.Fatalf("%s: decoded %v", what(), got)
+	}
+}
+
+// checkOwnedEncoding checks that resp, a Next or a Batch, sent as an
+// ownedResponse encodes to wire in one buffer, and that overwriting its
+// results and cursors afterwards leaves that buffer unchanged.
+func checkOwnedEncoding(t *testing.T, codec requestCodec, resp *bridgev1.SubscribeResponse, wire []byte, what func() string) {
+	t.Helper()
+	own := proto.Clone(resp).(*bridgev1.SubscribeResponse)
+	data, err := codec.Marshal(&ownedResponse{resp: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Free()
+	nexts := own.GetBatch().GetNexts()
+	if n := own.GetNext(); n != nil {
+		nexts = []*bridgev1.Next{n}
+	}
+	for _, n := range nexts {
+		for i := range n.Result {
+			n.Result[i] = '#'
+		}
+		for i := range n.Cursor {
+			n.Cursor[i] = '#'
+		}
+	}
+	if len(data) != 1 {
+		t.Fatalf("%s, owned: encoded in %d buffers, want 1", what(), len(data))
+	}
+	if got := data.Materialize(); !bytes.Equal(got, wire) {
+		t.Fatalf("%s, owned: encoded as %d bytes unlike the %d without a copy", what(), len(got), len(wire))
 	}
 }
 
@@ -176,7 +210,9 @@ type steppedStream struct {
 
 func (s *steppedStream) Context() context.Context { return s.ctx }
 
-func (s *steppedStream) Send(m *bridgev1.SubscribeResponse) error {
+func (s *steppedStream) Send(m *bridgev1.SubscribeResponse) error { return s.SendMsg(m) }
+
+func (s *steppedStream) SendMsg(m any) error {
 	data, err := s.codec.Marshal(m)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -41,6 +42,7 @@ func TestMarshalNextDecodes(t *testing.T) {
 				if !proto.Equal(got, want) || got.GetNext() == nil {
 					t.Fatalf("seq %d, %d bytes: decoded %v", seq, n, got)
 				}
+				checkOwnedEncoding(t, codec, want, wire, func() string { return fmt.Sprintf("seq %d, %d bytes", seq, n) })
 			}
 		}
 	}

@@ -69,6 +69,12 @@ type requestCodec struct {
 }
 
 func (c requestCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if o, ok := v.(*ownedResponse); ok {
+		if n := o.resp.GetNext(); n != nil {
+			return copyNext(n.GetResult(), n.GetSequence(), n.GetCursor()), nil
+		}
+		return copyBatch(o.resp.GetBatch().GetNexts()), nil
+	}
 	if r, ok := v.(*bridgev1.SubscribeResponse); ok {
 		if n := r.GetNext(); n != nil && r.ProtoReflect().GetUnknown() == nil && n.ProtoReflect().GetUnknown() == nil {
 			return marshalNext(n.GetResult(), n.GetSequence(), n.GetCursor()), nil
@@ -100,6 +106,52 @@ func marshalNext(result []byte, seq uint64, cursor []byte) mem.BufferSlice {
 	hdr = protowire.AppendTag(hdr, 1, protowire.BytesType) // Next.result
 	hdr = protowire.AppendVarint(hdr, uint64(len(result)))
 	return mem.BufferSlice{mem.SliceBuffer(hdr), mem.SliceBuffer(result)}
+}
+
+// copyNext encodes SubscribeResponse{next: {result, sequence, cursor}} as
+// marshalNext does, but into one buffer from gRPC's pool, which the
+// transport returns to the pool once it has written the message. The
+// result is copied, so its storage may be reused as soon as Send returns
+// (budget.go): for a result only one stream sends, the copy costs less
+// than the allocation, page faults and collection of a result kept alive
+// until the transport has written it.
+func copyNext(result []byte, seq uint64, cursor []byte) mem.BufferSlice {
+	inner := nextBodySize(result, seq, cursor)
+	buf, b := messageBuffer(1 + protowire.SizeVarint(uint64(inner)) + inner)
+	b = protowire.AppendTag(b, 1, protowire.BytesType) // SubscribeResponse.next
+	b = protowire.AppendVarint(b, uint64(inner))
+	b = appendNextResult(b, result, seq, cursor)
+	return mem.BufferSlice{buf.done(b)}
+}
+
+// messageBuffer returns a buffer for a message of exactly n bytes, and the
+// empty slice to append them to.
+func messageBuffer(n int) (pending, []byte) {
+	if mem.IsBelowBufferPoolingThreshold(n) {
+		b := make([]byte, 0, n)
+		return pending{n: n}, b
+	}
+	bp := mem.DefaultBufferPool().Get(n)
+	return pending{n: n, bp: bp}, (*bp)[:0]
+}
+
+// pending is a message buffer being written.
+type pending struct {
+	n  int
+	bp *[]byte // from gRPC's pool; nil for a small message
+}
+
+// done returns the buffer holding b, which must be the n bytes appended to
+// the slice messageBuffer returned.
+func (p pending) done(b []byte) mem.Buffer {
+	if len(b) != p.n {
+		panic("bridge: message encoded to the wrong size")
+	}
+	if p.bp == nil {
+		return mem.SliceBuffer(b)
+	}
+	*p.bp = b
+	return mem.NewBuffer(p.bp, mem.DefaultBufferPool())
 }
 
 func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {

@@ -27,12 +27,13 @@ type fanout struct {
 }
 
 func (f *fanout) OnNext(payload []byte) {
-	r := &result{b: append([]byte(nil), payload...), budget: f.pool.budget}
+	r := newResult(payload, nil, f.pool.budget)
 	f.mu.Lock()
 	for _, s := range f.subs {
 		s.pushNext(r)
 	}
 	f.mu.Unlock()
+	r.unpin()
 	if f.pool.in != nil {
 		f.pool.in.Inc()
 	}

@@ -21,6 +21,7 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 		onN  = &bridgev1.SubscribeResponse_Next{Next: next}
 		onL  = &bridgev1.SubscribeResponse_Lifecycle{}
 		resp = &bridgev1.SubscribeResponse{}
+		own  = &ownedResponse{}
 		out  = s.cfg.Metrics.eventOut(upstream)
 		aged = connAged(ctx)
 		b    *batcher
@@ -65,7 +66,14 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 			resp.Event = b.set(q.items[q.head : q.head+n])
 		}
 		// Messages are reused: Send has marshalled them when it returns.
-		if err := stream.Send(resp); err != nil {
+		var err error
+		if it.ev == nil && owned(q.items[q.head:q.head+n]) {
+			own.resp = resp
+			err = stream.SendMsg(own)
+		} else {
+			err = stream.Send(resp)
+		}
+		if err != nil {
 			return err
 		}
 		// Hold no result while waiting for the next: a stream's last

@@ -57,10 +57,7 @@ func (f *fanout) followCursor(req session.Request) {
 // result and cursor are copied together, once, into one result that every
 // subscriber's queue shares and that counts both against the byte bounds.
 func (f *fanout) OnNextCursor(payload, cursor []byte) {
-	buf := make([]byte, len(payload)+len(cursor))
-	n := copy(buf, payload)
-	copy(buf[n:], cursor)
-	r := &result{b: buf[:n:n], cursor: buf[n:], budget: f.pool.budget}
+	r := newResult(payload, cursor, f.pool.budget)
 	f.mu.Lock()
 	if !f.cur.moved && !bytes.Equal(r.cursor, f.cur.initial) {
 		f.cur.moved = true
@@ -69,6 +66,7 @@ func (f *fanout) OnNextCursor(payload, cursor []byte) {
 		s.pushNext(r)
 	}
 	f.mu.Unlock()
+	r.unpin()
 	if f.pool.in != nil {
 		f.pool.in.Inc()
 	}

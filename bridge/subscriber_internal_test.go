@@ -431,3 +431,80 @@ func TestQueueArraysShrinkAfterABurst(t *testing.T) {
 		t.Fatalf("the queue grew to %d items of room and keeps %d once drained; want at most %d", grown, left, keepItems)
 	}
 }
+
+// TestResultReusedWhenNothingHoldsIt: a result's storage goes back to the
+// pool only once no queue holds it and the fan-out has finished pushing it,
+// whichever comes last, and the budget is charged while a queue holds it.
+func TestResultReusedWhenNothingHoldsIt(t *testing.T) {
+	t.Parallel()
+	// Results over maxReusedResult are released like the others but not
+	// put in the pool, so that this test can look at them afterwards while
+	// other tests take results from the pool.
+	payload := bytes.Repeat([]byte{'p'}, maxReusedResult)
+	reused := func(r *result) bool { return r.b == nil }
+	for _, fanoutLast := range []bool{false, true} {
+		b := newQueueBudget(1 << 20)
+		r := newResult(payload, []byte("7"), b)
+		if !bytes.Equal(r.b, payload) || string(r.cursor) != "7" {
+			t.Fatalf("newResult holds %d bytes and %q", len(r.b), r.cursor)
+		}
+		if !r.hold() || !r.hold() {
+			t.Fatal("hold refused with room in the budget")
+		}
+		if got, want := b.used.Load(), int64(len(payload)+1); got != want {
+			t.Fatalf("two queues hold %d bytes: the budget counts %d", want, got)
+		}
+		r.release()
+		if fanoutLast {
+			r.release()
+			if reused(r) || b.used.Load() != 0 {
+				t.Fatalf("no queue holds it: reused %v (want false while pinned), budget %d (want 0)", reused(r), b.used.Load())
+			}
+			r.unpin()
+		} else {
+			r.unpin()
+			if reused(r) {
+				t.Fatal("reused while a queue holds it")
+			}
+			r.release()
+		}
+		if !reused(r) || b.used.Load() != 0 {
+			t.Fatalf("fan-out last %v: reused %v, budget %d; want true, 0", fanoutLast, reused(r), b.used.Load())
+		}
+	}
+	// A result no queue took is reused when the fan-out is done with it.
+	r := newResult(payload, nil, nil)
+	r.unpin()
+	if !reused(r) {
+		t.Fatal("a result nobody held was not reused")
+	}
+}
+
+// TestSharedResultsKept: a result two queues hold is not owned by the
+// stream about to send it, which then encodes it without a copy; it is
+// marked kept and never reused, since the transport may still read it. A
+// result only the sending stream holds is owned.
+func TestSharedResultsKept(t *testing.T) {
+	t.Parallel()
+	payload := bytes.Repeat([]byte{'s'}, maxReusedResult) // never pooled: see TestResultReusedWhenNothingHoldsIt
+	one, two := newResult(payload, nil, nil), newResult(payload, nil, nil)
+	one.hold()
+	two.hold()
+	two.hold()
+	one.unpin()
+	two.unpin()
+	if !owned([]item{{res: one}}) {
+		t.Fatal("a result only one queue holds is not owned")
+	}
+	if owned([]item{{res: one}, {res: two}}) {
+		t.Fatal("a batch with a result two queues hold is owned")
+	}
+	if !one.kept.Load() || !two.kept.Load() {
+		t.Fatal("the results of a batch sent without a copy are not all kept")
+	}
+	two.release()
+	two.release()
+	if two.b == nil {
+		t.Fatal("a kept result was reused")
+	}
+}
