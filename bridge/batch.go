@@ -207,7 +207,9 @@ func (s *Server) fill(ctx context.Context, aged <-chan struct{}, q *taken, b *ba
 			if err := s.ended(ctx, aged); err != nil {
 				return 0, err
 			}
-			if !q.takeMore() {
+			// One lock for as many results as the batch may still
+			// take; what the byte cap leaves out waits for the next.
+			if !q.takeMore(b.max - n) {
 				break // nothing more queued: send what there is
 			}
 			continue

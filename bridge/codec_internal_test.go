@@ -56,3 +56,21 @@ func TestMarshalNextDecodes(t *testing.T) {
 		t.Fatalf("lifecycle encoded as %x, protobuf makes %x", data.Materialize(), std)
 	}
 }
+
+// TestMessagePool: every size up to maxPooledMessage gets a buffer of that
+// length from the class that fits it, and a buffer put back is handed out
+// again for a size of its class.
+func TestMessagePool(t *testing.T) {
+	t.Parallel()
+	p := &messagePool{}
+	for _, n := range []int{1025, 2047, 2048, 2049, 4096, 4097, 1 << 20, 1<<20 + 1, maxPooledMessage} {
+		bp := p.Get(n)
+		if len(*bp) != n || cap(*bp) < n || cap(*bp) > 2*n+minPooledMessage || cap(*bp)&(cap(*bp)-1) != 0 {
+			t.Fatalf("Get(%d): length %d, capacity %d", n, len(*bp), cap(*bp))
+		}
+		p.Put(bp)
+	}
+	if messageClass(maxPooledMessage) != messageClasses-1 {
+		t.Fatalf("the largest pooled message is in class %d of %d", messageClass(maxPooledMessage), messageClasses)
+	}
+}

@@ -11,9 +11,10 @@ import (
 // pump sends what the subscriber's queue holds until the outcome, the
 // caller leaving, the drain or the connection's ageing. One goroutine per
 // stream: this one. It takes from the queue only what it is about to send
-// (one result, or with maxBatch above 1 the results of one Batch event,
-// batch.go), so that a caller that stops reading pins only that; the rest
-// stays in the queue, where the policy can drop it.
+// (one result, or with maxBatch above 1 at most maxBatch results, in one
+// lock, for one Batch event: batch.go), so that a caller that stops
+// reading pins only that; the rest stays in the queue, where the policy
+// can drop it.
 func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, stream grpc.ServerStreamingServer[bridgev1.SubscribeResponse], maxBatch int) error {
 	var (
 		q    = &taken{sub: sub}
@@ -37,7 +38,7 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 			if err := s.ended(ctx, aged); err != nil {
 				return err
 			}
-			if !q.takeMore() {
+			if !q.takeMore(1) {
 				select {
 				case <-sub.signal:
 				case <-ctx.Done():
@@ -118,15 +119,15 @@ type taken struct {
 }
 
 // takeMore appends the subscriber's oldest queued events, up to and
-// including one result, moving what is left to the front first. It reports
-// whether it took anything or learnt the outcome.
-func (t *taken) takeMore() bool {
+// including max results, moving what is left to the front first. It
+// reports whether it took anything or learnt the outcome.
+func (t *taken) takeMore(max int) bool {
 	if t.head > 0 {
 		n := copy(t.items, t.items[t.head:])
 		clear(t.items[n:])
 		t.items, t.head = t.items[:n], 0
 	}
 	before := len(t.items)
-	t.items, t.done, t.outcome = t.sub.take(t.items)
+	t.items, t.done, t.outcome = t.sub.takeN(t.items, max)
 	return len(t.items) > before || t.done
 }

@@ -235,28 +235,36 @@ func (s *subscriber) finish(err error) {
 
 // take moves queued events into dst, up to and including the first result,
 // and reports the outcome once nothing is left queued and the subscriber
-// is done. A result taken stays counted in the queue's bytes until sent
+// is done: takeN with max 1.
+func (s *subscriber) take(dst []item) (_ []item, done bool, outcome error) {
+	return s.takeN(dst, 1)
+}
+
+// takeN moves queued events into dst, up to and including the max-th
+// result, and reports the outcome once nothing is left queued and the
+// subscriber is done. A result taken stays counted in the queue's bytes until sent
 // reports it written: a stream blocked sending to a caller that does not
 // read still holds it (a batch being filled holds several). A Fail-policy
 // overflow ends the subscriber at once, without delivering what was
 // queued.
-func (s *subscriber) take(dst []item) (_ []item, done bool, outcome error) {
+func (s *subscriber) takeN(dst []item, max int) (_ []item, done bool, outcome error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.done && s.outcome == ErrSlowConsumer {
 		return dst, true, s.outcome
 	}
-	i := s.head
-	for i < len(s.q) {
+	i, taken, size := s.head, 0, 0
+	for i < len(s.q) && taken < max {
 		it := s.q[i]
 		i++
 		if it.res != nil {
 			s.hand = append(s.hand, it.res)
-			s.results--
-			s.queued.Add(-int64(it.res.size()))
-			break
+			taken++
+			size += it.res.size()
 		}
 	}
+	s.results -= taken
+	s.queued.Add(-int64(size))
 	dst = append(dst, s.q[s.head:i]...)
 	clear(s.q[s.head:i])
 	s.head = i

@@ -508,3 +508,30 @@ func TestSharedResultsKept(t *testing.T) {
 		t.Fatal("a kept result was reused")
 	}
 }
+
+// TestTakeN: takeN takes the queued events up to and including the max-th
+// result, lifecycle events among them, counts what it took as in hand (out
+// of the queue's count and the budget's eviction, still in its bytes), and
+// leaves the rest queued.
+func TestTakeN(t *testing.T) {
+	t.Parallel()
+	s := newSubscriber(queueConfig{size: 16, maxBytes: 1 << 20})
+	for i := range 5 {
+		s.pushNext(res([]byte("r"), nil))
+		if i == 1 {
+			s.pushEvent(&bridgev1.Lifecycle{State: bridgev1.Lifecycle_STATE_RECONNECTING})
+		}
+	}
+	items, done, _ := s.takeN(nil, 3)
+	if len(items) != 4 || done || items[2].ev == nil || items[3].seq != 3 {
+		t.Fatalf("takeN(3) took %d items (want 3 results and the event between): %+v", len(items), items)
+	}
+	if s.results != 2 || s.queued.Load() != 2 || s.bytes != 5 || len(s.hand) != 3 {
+		t.Fatalf("after takeN(3): %d results queued, %d bytes for eviction, %d bytes held, %d in hand; want 2, 2, 5, 3",
+			s.results, s.queued.Load(), s.bytes, len(s.hand))
+	}
+	s.sent(3)
+	if items, _, _ = s.takeN(nil, 10); len(items) != 2 || items[1].seq != 5 || s.results != 0 {
+		t.Fatalf("takeN(10) took %+v, %d left", items, s.results)
+	}
+}

@@ -209,11 +209,20 @@ func scanString(b []byte, i int) (s []byte, escaped bool, next int, err error) {
 	return nil, false, len(b), errors.New("unterminated string")
 }
 
-// hasControl reports whether s holds a byte below 0x20.
+// hasControl reports whether s holds a byte below 0x20, 32 bytes per step
+// while it can: the test of four words is or-ed into one branch.
 func hasControl(s []byte) bool {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	below := func(x uint64) uint64 { return (x - ones*0x20) & ^x & highs }
+	for len(s) >= 32 {
+		if below(binary.LittleEndian.Uint64(s))|below(binary.LittleEndian.Uint64(s[8:]))|
+			below(binary.LittleEndian.Uint64(s[16:]))|below(binary.LittleEndian.Uint64(s[24:])) != 0 {
+			return true
+		}
+		s = s[32:]
+	}
 	for len(s) >= 8 {
-		if x := binary.LittleEndian.Uint64(s); (x-ones*0x20) & ^x & highs != 0 {
+		if below(binary.LittleEndian.Uint64(s)) != 0 {
 			return true
 		}
 		s = s[8:]
