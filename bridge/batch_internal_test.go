@@ -72,7 +72,11 @@ func checkBatchEncoding(t *testing.T, results [][]byte, seqs []uint64, cursors .
 func checkOwnedEncoding(t *testing.T, codec requestCodec, resp *bridgev1.SubscribeResponse, wire []byte, what func() string) {
 	t.Helper()
 	own := proto.Clone(resp).(*bridgev1.SubscribeResponse)
-	data, err := codec.Marshal(&ownedResponse{resp: own})
+	// Any other codec sees the message itself.
+	if std, err := proto.Marshal(&ownedResponse{own}); err != nil || len(std) != len(wire) {
+		t.Fatalf("%s: protobuf encodes the ownedResponse in %d bytes (%v), want %d", what(), len(std), err, len(wire))
+	}
+	data, err := codec.Marshal(&ownedResponse{own})
 	if err != nil {
 		t.Fatal(err)
 	}

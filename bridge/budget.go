@@ -116,8 +116,11 @@ func (r *result) reuse() {
 }
 
 // ownedResponse is a message of results that only the stream sending it
-// holds: the codec copies them (copyNext, copyBatch).
-type ownedResponse struct{ resp *bridgev1.SubscribeResponse }
+// holds: the bridge's codec copies them (copyNext, copyBatch). It is the
+// SubscribeResponse itself to any other codec (the embedded message's
+// ProtoReflect), which copies too, so a server registered without
+// Server.Codec works the same.
+type ownedResponse struct{ *bridgev1.SubscribeResponse }
 
 // owned reports whether the stream about to send items is the only holder
 // of their results, which it holds (refs 1: no other queue, and not the

@@ -72,10 +72,10 @@ type requestCodec struct {
 
 func (c requestCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if o, ok := v.(*ownedResponse); ok {
-		if n := o.resp.GetNext(); n != nil {
+		if n := o.GetNext(); n != nil {
 			return copyNext(n.GetResult(), n.GetSequence(), n.GetCursor()), nil
 		}
-		return copyBatch(o.resp.GetBatch().GetNexts()), nil
+		return copyBatch(o.GetBatch().GetNexts()), nil
 	}
 	if r, ok := v.(*bridgev1.SubscribeResponse); ok {
 		if n := r.GetNext(); n != nil && r.ProtoReflect().GetUnknown() == nil && n.ProtoReflect().GetUnknown() == nil {

@@ -69,7 +69,7 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 		// Messages are reused: Send has marshalled them when it returns.
 		var err error
 		if it.ev == nil && owned(q.items[q.head:q.head+n]) {
-			own.resp = resp
+			own.SubscribeResponse = resp
 			err = stream.SendMsg(own)
 		} else {
 			err = stream.Send(resp)
