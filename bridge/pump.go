@@ -95,12 +95,21 @@ func (s *Server) pump(ctx context.Context, upstream string, sub *subscriber, str
 }
 
 // ended reports, without waiting, why the stream must end now, if it must.
+// It is asked before every message: each channel is polled on its own,
+// which is lock-free while the channel is open, where one select over all
+// three locks them all.
 func (s *Server) ended(ctx context.Context, aged <-chan struct{}) error {
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
+	default:
+	}
+	select {
 	case <-s.drained:
 		return ErrDraining
+	default:
+	}
+	select {
 	case <-aged:
 		return ErrConnectionAged
 	default:
