@@ -97,7 +97,7 @@ func main() {
 	flag.IntVar(&o.grpcConns, "grpc-conns", 100, "scenarios 3-5: gRPC client connections the streams spread over")
 	flag.DurationVar(&o.period, "period", 5*time.Second, "scenario 3: each subscription gets one result per period")
 	flag.DurationVar(&o.window, "window", 10*time.Second, "scenario 3: steady-state measurement window")
-	flag.DurationVar(&o.gcWait, "gc-wait", 3*time.Minute, "scenario 3: how long to wait for a whole GC cycle after the window (the peak RSS is read after it)")
+	flag.DurationVar(&o.gcWait, "gc-wait", 10*time.Minute, "scenario 3: how long to wait for a whole GC cycle after the window (the peak RSS is read after it); with results reused a cycle can take minutes")
 	flag.Int64Var(&o.cgroupLimit, "cgroup-limit", 2<<30, "scenario 3: the memory limit, in bytes, of the cgroup the bridge runs in")
 	flag.StringVar(&o.memLimit, "memlimit", "1800MiB", "scenario 3: the GOMEMLIMIT the bridge runs with when no memory cgroup can be made")
 	flag.BoolVar(&o.s3NoLimit, "s3-nolimit", false, "scenario 3: also run the bridge without any soft memory limit (memory_limit: off), outside the cgroup")
