@@ -80,7 +80,7 @@ func TestCloseFromClient(t *testing.T) {
 	}
 }
 
-// TestCloseWithoutReader: with no Read running, Close reads the reply
+// TestCloseWithoutReader: on a Conn never read, Close reads the reply
 // itself, discarding data before it; a Read afterwards returns the reply.
 func TestCloseWithoutReader(t *testing.T) {
 	t.Parallel()
@@ -141,4 +141,33 @@ func TestCloseCodes(t *testing.T) {
 		t.Fatalf("close %d with %d bytes of reason, want 4000 with 123", code, len(reason))
 	}
 	_ = c.CloseNow()
+}
+
+// TestCloseLeavesReadingToReader: once Read was called, Close never reads:
+// the message the reader holds stays intact, and what the server sends
+// after the client's close frame reaches the reader, not Close.
+func TestCloseLeavesReadingToReader(t *testing.T) {
+	t.Parallel()
+	c, p := pair(t)
+	p.send(frame(true, opText, []byte("first"), 0))
+	_, held, err := c.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close(1000, "") }()
+	p.expectClose()
+	p.send(frame(true, opText, []byte("second"), 0), frame(true, opClose, closePayload(1000, ""), 0))
+	if string(held) != "first" {
+		t.Fatalf("the held message became %q", held)
+	}
+	if _, b, err := c.Read(); err != nil || string(b) != "second" {
+		t.Fatalf("Read: %q, %v; want the message sent after the close frame", b, err)
+	}
+	if _, _, err := c.Read(); websocket.CloseStatus(err) != 1000 {
+		t.Fatalf("Read: %v, want the reply", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
 }

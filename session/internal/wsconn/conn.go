@@ -47,6 +47,9 @@ type Conn struct {
 	subprotocol string
 	limit       atomic.Int64
 
+	// reading says Read was called: from then on the bytes it returned
+	// may be in use, and only the reader reads (see awaitClose).
+	reading atomic.Bool
 	// The reader's state, under rmu: taken once per Read, uncontended
 	// unless Close reads the peer's close reply itself.
 	rmu   sync.Mutex

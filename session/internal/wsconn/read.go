@@ -30,6 +30,9 @@ type header struct {
 // Read watches no context: it is stopped by CloseNow, or by Close once the
 // peer answered (docs/protocols.md §5).
 func (c *Conn) Read() (MessageType, []byte, error) {
+	if !c.reading.Load() {
+		c.reading.Store(true)
+	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	return c.read()

@@ -133,8 +133,9 @@ func (c *Conn) sendClose(code websocket.StatusCode, reason string) error {
 
 // Close performs the close handshake: it sends a close frame with code and
 // reason, waits up to 5 s for the peer's close frame, then closes the
-// stream. While the reader runs, it is the reader that sees the reply (and
-// Close also returns when the reader ends); otherwise Close reads, and
+// stream. Once Read was called, it is the reader that sees the reply (and
+// Close also returns when the reader ends): Close never reads under a
+// message the reader returned. On a Conn never read, Close reads, and
 // discards, what arrives until the reply. CloseNow cuts a Close short. A
 // second Close waits for the stream to be closed and returns an error
 // wrapping net.ErrClosed.
@@ -158,9 +159,10 @@ func (c *Conn) Close(code websocket.StatusCode, reason string) error {
 func (c *Conn) awaitClose() {
 	t := time.AfterFunc(closeTimeout, func() { _ = c.CloseNow() })
 	defer t.Stop()
-	if c.rmu.TryLock() {
-		// No reader at the moment: read the reply here. A Read started
-		// meanwhile waits, then returns how this ended.
+	if !c.reading.Load() && c.rmu.TryLock() {
+		// Never read: no message of the reader's can be in use, so read
+		// the reply here. A Read started meanwhile waits, then returns how
+		// this ended.
 		for c.rerr == nil {
 			_, _, _ = c.read()
 		}
