@@ -8,9 +8,10 @@ import (
 )
 
 // readBufferSize is how much the session asks of an upstream socket per
-// read(2). coder/websocket reads frames through a 4 KiB bufio.Reader, about
-// four 1 KiB results per system call; on a busy subscription the reads, not
-// the decoding, were then the larger part of the reader's CPU.
+// read(2), beneath TLS when there is TLS: tls.Conn reads a record at a time,
+// and on a busy subscription small reads, not the decoding, were the larger
+// part of the reader's CPU. Without TLS the WebSocket reader's own buffer
+// (wsconn.BufferSize) asks as much, and its reads pass straight through.
 const readBufferSize = 64 << 10
 
 // bufferedClient returns a copy of hc whose connections read through a
@@ -54,10 +55,17 @@ func bufferedDial(dial func(ctx context.Context, network, addr string) (net.Conn
 	}
 }
 
-// bufferedConn is a net.Conn that reads through a buffer.
+// bufferedConn is a net.Conn that reads through a buffer, except a read
+// of at least half the buffer's size while the buffer is empty, which goes
+// straight to the connection: buffering it would only add a copy.
 type bufferedConn struct {
 	net.Conn
 	r *bufio.Reader
 }
 
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *bufferedConn) Read(p []byte) (int, error) {
+	if len(p) >= readBufferSize/2 && c.r.Buffered() == 0 {
+		return c.Conn.Read(p)
+	}
+	return c.r.Read(p)
+}

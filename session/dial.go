@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/gqlbridge/gqlbridge/session/internal/wsconn"
 )
 
 // connect dials and completes the handshake: one socket, acknowledged.
@@ -66,11 +68,10 @@ func (c *Conn) connect(ctx context.Context, a Attempt) (*link, Handshake, *Error
 func (c *Conn) dial(parent context.Context, hs Handshake) (*link, *Error) {
 	ctx, cancel := context.WithTimeout(parent, c.cfg.DialTimeout)
 	defer cancel()
-	ws, resp, err := websocket.Dial(ctx, c.cfg.URL, &websocket.DialOptions{
-		HTTPClient:      c.cfg.HTTPClient,
-		HTTPHeader:      hs.Header,
-		Subprotocols:    c.cfg.Subprotocols,
-		CompressionMode: websocket.CompressionDisabled,
+	ws, resp, err := wsconn.Dial(ctx, c.cfg.URL, wsconn.DialOptions{
+		HTTPClient:   c.cfg.HTTPClient,
+		Header:       hs.Header,
+		Subprotocols: c.cfg.Subprotocols,
 	})
 	if err != nil {
 		return nil, c.dialError(resp, err)

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/gqlbridge/gqlbridge/session/internal/wsconn"
 )
 
 // link is one WebSocket beneath a Conn. The Conn's goroutine is its only
@@ -17,12 +18,11 @@ import (
 // writes) is joined by finish.
 type link struct {
 	c     *Conn
-	ws    *websocket.Conn
+	ws    *wsconn.Conn
 	proto *protocol
 	// number is the Attempt.Number of the connection attempt that opened
 	// the socket.
 	number int
-	buf    readBuf
 	// For the keep-alive: the current ping's nonce, and signals (buffer 1)
 	// of a pong echoing it and of any other pong.
 	nonce    atomic.Pointer[[]byte]
@@ -52,7 +52,7 @@ type link struct {
 	wg      sync.WaitGroup
 }
 
-func newLink(c *Conn, ws *websocket.Conn, p *protocol) *link {
+func newLink(c *Conn, ws *wsconn.Conn, p *protocol) *link {
 	l := &link{c: c, ws: ws, proto: p, pongEcho: make(chan struct{}, 1), pongAny: make(chan struct{}, 1), stop: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(c.ctx)
 	l.unwatch = context.AfterFunc(c.ctx, func() {
@@ -64,22 +64,20 @@ func newLink(c *Conn, ws *websocket.Conn, p *protocol) *link {
 	return l
 }
 
-// read returns the next message. A frame that is not a valid message makes
+// read returns the next message, decoded in place: it aliases the socket's
+// read buffer until the next read. A frame that is not a valid message makes
 // the session close the socket with 4400; read then drains the socket and
 // returns its end.
 func (l *link) read() (envelope, error) {
-	typ, r, err := l.ws.Reader(context.Background()) // never cancelled: see docs/protocols.md §5
+	typ, b, err := l.ws.Read() // stopped by closing the socket: see docs/protocols.md §5
 	if err != nil {
 		return envelope{}, err
 	}
-	if err := l.buf.readFrom(r); err != nil {
-		return envelope{}, err
-	}
-	if typ != websocket.MessageText {
+	if typ != wsconn.MessageText {
 		l.fail(&Error{Class: ClassTransient, Code: CodeBadRequest, Reason: "upstream sent a binary frame"}, CodeBadRequest, "binary frames are not part of the protocol")
 		return envelope{}, l.drain()
 	}
-	env, err := decodeEnvelope(l.buf.b)
+	env, err := decodeEnvelope(b)
 	if err != nil {
 		l.fail(&Error{Class: ClassTransient, Code: CodeBadRequest, Reason: "upstream sent an invalid message: " + err.Error()}, CodeBadRequest, "Invalid message received")
 		return envelope{}, l.drain()
@@ -99,11 +97,7 @@ func (l *link) violation(env envelope, beforeAck bool) {
 // session started can complete.
 func (l *link) drain() error {
 	for {
-		_, r, err := l.ws.Reader(context.Background())
-		if err != nil {
-			return err
-		}
-		if err := l.buf.readFrom(r); err != nil {
+		if _, _, err := l.ws.Read(); err != nil {
 			return err
 		}
 	}
@@ -176,7 +170,7 @@ func (l *link) shutdown(code CloseCode) {
 		defer l.wg.Done()
 		if l.proto.terminate != "" {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_ = l.ws.Write(ctx, websocket.MessageText, appendMessage(nil, l.proto.terminate, "", nil))
+			_ = l.ws.Write(ctx, appendMessage(nil, l.proto.terminate, "", nil))
 			cancel()
 		}
 		_ = l.ws.Close(websocket.StatusCode(code), "")
@@ -234,7 +228,7 @@ func (l *link) successor() *link {
 func (l *link) write(frame []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.c.cfg.WriteTimeout)
 	defer cancel()
-	return l.ws.Write(ctx, websocket.MessageText, frame)
+	return l.ws.Write(ctx, frame)
 }
 
 // send writes a frame; a failed write ends the socket (see writeFailed).
@@ -296,24 +290,4 @@ func (l *link) goSend(frames [][]byte) {
 			}
 		}
 	})
-}
-
-// readBuf is the reader's frame buffer; reused across frames.
-type readBuf struct{ b []byte }
-
-func (r *readBuf) readFrom(rd io.Reader) error {
-	r.b = r.b[:0]
-	for {
-		if len(r.b) == cap(r.b) {
-			r.b = append(r.b, 0)[:len(r.b)]
-		}
-		n, err := rd.Read(r.b[len(r.b):cap(r.b)])
-		r.b = r.b[:len(r.b)+n]
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
 }
