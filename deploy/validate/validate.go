@@ -43,7 +43,7 @@ import (
 // What the binary does after SIGTERM besides drain_grace (cmd/bridge/serve.go,
 // wiring/wiring.go, bridge.Server.Drain): it waits up to 5s for the stream handlers to return
 // (one blocked sending to a caller that stopped reading cannot until the gRPC
-// server stops), the upstream sockets close with 1001 (coder/websocket: up to
+// server stops), the upstream sockets close with 1001 (session/internal/wsconn: up to
 // 5s to write the close frame and 5s to wait for the peer's, plus 1s for the
 // legacy connection_terminate), gRPC GracefulStop is forced after 5s, and the
 // admin server gets 2s to shut down.
