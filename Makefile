@@ -71,7 +71,8 @@ bench: ## Run every benchmark scenario side by side (bench/, docs/design.md §13
 	cd bench && go run ./cmd/bench -bridge ../.tmp/bridge -node node -out results.json $(BENCH_ARGS)
 
 .PHONY: fuzz
-fuzz: ## Fuzz the wire decoder, a whole session against any upstream, request decoding and validation, batch encoding, the cursor pointer, FUZZTIME each (default 30s)
+fuzz: ## Fuzz the WebSocket frame reader, the wire decoder, a whole session against any upstream, request decoding and validation, batch encoding, the cursor pointer, FUZZTIME each (default 30s)
+	go test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./session/internal/wsconn/
 	go test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME) ./session/
 	go test -run '^$$' -fuzz '^FuzzConnUpstream$$' -fuzztime $(FUZZTIME) ./session/
 	go test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./bridge/

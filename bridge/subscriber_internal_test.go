@@ -440,7 +440,7 @@ func TestResultReusedWhenNothingHoldsIt(t *testing.T) {
 	// Results over maxReusedResult are released like the others but not
 	// put in the pool, so that this test can look at them afterwards while
 	// other tests take results from the pool.
-	payload := bytes.Repeat([]byte{'p'}, maxReusedResult)
+	payload := bytes.Repeat([]byte{'p'}, maxReusedResult+1)
 	reused := func(r *result) bool { return r.b == nil }
 	for _, fanoutLast := range []bool{false, true} {
 		b := newQueueBudget(1 << 20)
@@ -488,7 +488,7 @@ func TestResultReusedWhenNothingHoldsIt(t *testing.T) {
 // result only the sending stream holds is owned.
 func TestSharedResultsKept(t *testing.T) {
 	t.Parallel()
-	payload := bytes.Repeat([]byte{'s'}, maxReusedResult) // never pooled: see TestResultReusedWhenNothingHoldsIt
+	payload := bytes.Repeat([]byte{'s'}, maxReusedResult+1) // never pooled: see TestResultReusedWhenNothingHoldsIt
 	one, two := newResult(payload, nil, nil), newResult(payload, nil, nil)
 	one.hold()
 	two.hold()
