@@ -25,11 +25,10 @@ import (
 // writes it, runs on a new connection and gets results.
 func TestMaxConnectionAgeEndsStreamsLikeADrain(t *testing.T) {
 	demo := startDemo(t, demoupstream.Options{})
-	admin := freeAddr(t)
 	s := startServe(t, `
 server:
   grpc_address: ADDR
-  admin_address: `+admin+`
+  admin_address: ADMIN
   drain_grace: 200ms
   max_connection_age: 1s
 upstreams:
@@ -86,7 +85,7 @@ upstreams:
 		t.Fatalf("resubscribe: %v, from %s after %s; want results on a new connection", st, second, first)
 	}
 
-	resp, err := http.Get("http://" + admin + "/metrics")
+	resp, err := http.Get("http://" + s.admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,6 @@ func TestSecretsNeverExposed(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("caller-bearer-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	admin := freeAddr(t)
 	refused := freeAddr(t) // nothing listens there: every dial fails
 	demoURL, err := url.Parse(demo.URL())
 	if err != nil {
@@ -54,7 +53,7 @@ func TestSecretsNeverExposed(t *testing.T) {
 	cfg := `
 server:
   grpc_address: ADDR
-  admin_address: ` + admin + `
+  admin_address: ADMIN
   pprof: true
   drain_grace: 100ms
   callers:
@@ -121,7 +120,7 @@ upstreams:
 
 	get := func(path string) string {
 		t.Helper()
-		resp, err := http.Get("http://" + admin + path)
+		resp, err := http.Get("http://" + s.admin + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,7 +153,7 @@ upstreams:
 			exposed["the lifecycle events"], exposed[fmt.Sprintf("status %d ErrorInfo", len(statuses)-1)])
 	}
 	cfgFile := filepath.Join(t.TempDir(), "bridge.yaml")
-	if err := os.WriteFile(cfgFile, []byte(strings.ReplaceAll(cfg, "ADDR", "127.0.0.1:0")), 0o600); err != nil {
+	if err := os.WriteFile(cfgFile, []byte(strings.NewReplacer("ADDR", "127.0.0.1:0", "ADMIN", "127.0.0.1:0").Replace(cfg)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var checkOut, checkErr bytes.Buffer

@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -26,9 +27,10 @@ import (
 
 // served is a bridge started with run(serve) in-process.
 type served struct {
-	addr string
-	logs *syncBuffer
-	stop func()
+	addr  string // the gRPC address it bound
+	admin string // the admin address it bound, when the config has one
+	logs  *syncBuffer
+	stop  func()
 }
 
 // startDemo runs the gqlgen demo upstream until the test ends.
@@ -54,9 +56,12 @@ func (s *served) dial(t *testing.T) *grpc.ClientConn {
 	return conn
 }
 
-// startServe writes cfg (with ADDR replaced by a free loopback address)
-// and runs `bridge serve` until the test ends; it returns once the health
-// service answers.
+// startServe writes cfg and runs `bridge serve` until the test ends; it
+// returns once the health service answers. ADDR in cfg (grpc_address) and
+// ADMIN (admin_address) become 127.0.0.1:0: the bridge binds a free port
+// itself and the test learns it from the log (boundAddress), so no other
+// process can take the port between a test choosing it and the bridge
+// binding it.
 func startServe(t *testing.T, cfg string, dial ...grpc.DialOption) *served {
 	t.Helper()
 	return startServeArgs(t, []string{"--log-level", "debug"}, cfg, dial...)
@@ -65,16 +70,16 @@ func startServe(t *testing.T, cfg string, dial ...grpc.DialOption) *served {
 // startServeArgs is startServe with serve's flags other than --config.
 func startServeArgs(t *testing.T, flags []string, cfg string, dial ...grpc.DialOption) *served {
 	t.Helper()
-	addr := freeAddr(t)
+	cfg = strings.NewReplacer("ADDR", "127.0.0.1:0", "ADMIN", "127.0.0.1:0").Replace(cfg)
 	path := filepath.Join(t.TempDir(), "bridge.yaml")
-	if err := os.WriteFile(path, []byte(strings.ReplaceAll(cfg, "ADDR", addr)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, append([]string{"serve", "--config", path}, flags...), logs, logs) }()
-	s := &served{addr: addr, logs: logs}
+	s := &served{logs: logs}
 	var once bool
 	s.stop = func() {
 		if once {
@@ -92,10 +97,14 @@ func startServeArgs(t *testing.T, flags []string, cfg string, dial ...grpc.DialO
 		}
 	}
 	t.Cleanup(s.stop)
+	s.addr = boundAddress(t, logs, done, "grpc_address")
+	if strings.Contains(cfg, "admin_address: 127.0.0.1:0") {
+		s.admin = boundAddress(t, logs, done, "address")
+	}
 	if len(dial) == 0 {
 		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	conn, err := grpc.NewClient(addr, dial...)
+	conn, err := grpc.NewClient(s.addr, dial...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +126,32 @@ func startServeArgs(t *testing.T, flags []string, cfg string, dial ...grpc.DialO
 			t.Fatalf("bridge not healthy: %v; logs:\n%s", err, logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// boundAddress waits for serve's log line that reports the address it
+// bound (key grpc_address on "gqlbridge serving", key address on "admin
+// listening"), in the text or the JSON log format, and returns it. done
+// reports serve's exit code should it exit first.
+func boundAddress(t *testing.T, logs *syncBuffer, done chan int, key string) string {
+	t.Helper()
+	msg := map[string]string{"grpc_address": "gqlbridge serving", "address": "admin listening"}[key]
+	re := regexp.MustCompile(`(?m)^.*` + msg + `.*\b` + key + `(?:=|":")(127\.0\.0\.1:[0-9]+)`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(logs.String()); m != nil {
+			return m[1]
+		}
+		select {
+		case code := <-done:
+			done <- code // for stop
+			t.Fatalf("serve exited %d before logging its %s; logs:\n%s", code, key, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not log its %s; logs:\n%s", key, logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

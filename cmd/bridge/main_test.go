@@ -53,11 +53,10 @@ func (s *syncBuffer) String() string {
 func TestServeAndSubscribe(t *testing.T) {
 	demo := startDemo(t, demoupstream.Options{Token: "tok-from-env"})
 	t.Setenv("GQLBRIDGE_TEST_TOKEN", "tok-from-env")
-	grpcAddr := freeAddr(t)
 	cfgPath := filepath.Join(t.TempDir(), "bridge.yaml")
 	cfg := `
 server:
-  grpc_address: ` + grpcAddr + `
+  grpc_address: 127.0.0.1:0
   admin_address: "off"
   drain_grace: 100ms
 upstreams:
@@ -75,6 +74,7 @@ upstreams:
 	logs := &syncBuffer{}
 	served := make(chan int, 1)
 	go func() { served <- run(ctx, []string{"serve", "--config", cfgPath}, logs, logs) }()
+	grpcAddr := boundAddress(t, logs, served, "grpc_address")
 
 	var stdout, stderr bytes.Buffer
 	code := -1
