@@ -177,3 +177,63 @@ func TestDialURL(t *testing.T) {
 		}
 	}
 }
+
+// TestDialTLS: a wss upgrade through an http.Client that trusts the
+// server, against a server that also offers HTTP/2: the upgrade goes over
+// HTTP/1.1 (net/http's transport never uses HTTP/2 for it), and messages
+// bigger than the read buffer and than a TLS record cross in both
+// directions.
+func TestDialTLS(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("tls", 50000) // 150 KB: several TLS records, over BufferSize
+	srvErr := make(chan error, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"graphql-transport-ws"}})
+		if err != nil {
+			srvErr <- err
+			return
+		}
+		ws.SetReadLimit(1 << 20)
+		srvErr <- func() error {
+			ctx := context.Background()
+			if err := ws.Write(ctx, websocket.MessageText, []byte(big)); err != nil {
+				return err
+			}
+			_, b, err := ws.Read(ctx)
+			if err != nil {
+				return err
+			}
+			if string(b) != big {
+				return errors.New("the server read a different message")
+			}
+			return ws.Close(websocket.StatusNormalClosure, "")
+		}()
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	c, resp, err := Dial(t.Context(), "wss"+strings.TrimPrefix(srv.URL, "https"), DialOptions{
+		HTTPClient:   srv.Client(),
+		Subprotocols: []string{"graphql-transport-ws"},
+	})
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer c.CloseNow()
+	if resp.ProtoMajor != 1 || c.Subprotocol() != "graphql-transport-ws" {
+		t.Fatalf("upgraded over %s with subprotocol %q", resp.Proto, c.Subprotocol())
+	}
+	c.SetReadLimit(1 << 20)
+	if _, b, err := c.Read(); err != nil || string(b) != big {
+		t.Fatalf("Read: %d bytes, %v", len(b), err)
+	}
+	if err := c.Write(t.Context(), []byte(big)); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if _, _, err := c.Read(); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		t.Fatalf("Read: %v, want close 1000", err)
+	}
+	if err := <-srvErr; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+}
