@@ -116,7 +116,7 @@ func appendNextResult(b, result []byte, seq uint64, cursor []byte) []byte {
 }
 
 // copyBatch encodes SubscribeResponse{batch: {nexts}} as copyNext encodes
-// one result: into one buffer from gRPC's pool, results copied.
+// one result: into one buffer from the messages pool, results copied.
 func copyBatch(nexts []*bridgev1.Next) mem.BufferSlice {
 	body := 0
 	for _, n := range nexts {

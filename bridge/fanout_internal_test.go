@@ -52,7 +52,7 @@ func TestFanoutDoneWhileLeaving(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, s := range map[string]*subscriber{"a": a, "c": c} {
-		if _, fin, err := s.take(nil); !fin || err != outcome {
+		if _, fin, err := s.take(nil, 1); !fin || err != outcome {
 			t.Errorf("subscriber %s: done %v, outcome %v; want the operation's outcome", name, fin, err)
 		}
 	}
@@ -67,7 +67,7 @@ func TestFanoutDoneWhileLeaving(t *testing.T) {
 func TestFanoutJoinBeforeStart(t *testing.T) {
 	t.Parallel()
 	states := func(s *subscriber) []string {
-		items, _, _ := s.take(nil)
+		items, _, _ := s.take(nil, 1)
 		var out []string
 		for _, it := range items {
 			if it.ev != nil {

@@ -137,6 +137,6 @@ func (t *taken) takeMore(max int) bool {
 		t.items, t.head = t.items[:n], 0
 	}
 	before := len(t.items)
-	t.items, t.done, t.outcome = t.sub.takeN(t.items, max)
+	t.items, t.done, t.outcome = t.sub.take(t.items, max)
 	return len(t.items) > before || t.done
 }

@@ -233,21 +233,14 @@ func (s *subscriber) finish(err error) {
 	s.wake()
 }
 
-// take moves queued events into dst, up to and including the first result,
-// and reports the outcome once nothing is left queued and the subscriber
-// is done: takeN with max 1.
-func (s *subscriber) take(dst []item) (_ []item, done bool, outcome error) {
-	return s.takeN(dst, 1)
-}
-
-// takeN moves queued events into dst, up to and including the max-th
+// take moves queued events into dst, up to and including the max-th
 // result, and reports the outcome once nothing is left queued and the
-// subscriber is done. A result taken stays counted in the queue's bytes until sent
-// reports it written: a stream blocked sending to a caller that does not
-// read still holds it (a batch being filled holds several). A Fail-policy
-// overflow ends the subscriber at once, without delivering what was
-// queued.
-func (s *subscriber) takeN(dst []item, max int) (_ []item, done bool, outcome error) {
+// subscriber is done. A result taken stays counted in the queue's bytes
+// until sent reports it written: a stream blocked sending to a caller that
+// does not read still holds it (a batch being filled holds several). A
+// Fail-policy overflow ends the subscriber at once, without delivering
+// what was queued.
+func (s *subscriber) take(dst []item, max int) (_ []item, done bool, outcome error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.done && s.outcome == ErrSlowConsumer {

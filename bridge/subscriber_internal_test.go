@@ -14,7 +14,7 @@ import (
 // caller reads: each result taken is reported sent before the next take.
 func takeAll(s *subscriber) (items []item, done bool, outcome error) {
 	for {
-		batch, d, o := s.take(nil)
+		batch, d, o := s.take(nil, 1)
 		items = append(items, batch...)
 		for _, it := range batch {
 			if it.res != nil {
@@ -87,7 +87,7 @@ func TestSubscriberFailPolicy(t *testing.T) {
 		s.pushNext(res([]byte{byte(i)}, nil))
 	}
 	s.finish(nil) // a later outcome does not replace the failure
-	if items, done, err := s.take(nil); !done || err != ErrSlowConsumer || len(items) != 0 {
+	if items, done, err := s.take(nil, 1); !done || err != ErrSlowConsumer || len(items) != 0 {
 		t.Fatalf("take: %d items, done %v, %v; want ErrSlowConsumer at once", len(items), done, err)
 	}
 }
@@ -103,7 +103,7 @@ func TestSubscriberByteBound(t *testing.T) {
 	s := newSubscriber(queueConfig{size: size, maxBytes: maxBytes, onDrop: func() { drops++ }})
 	s.pushNext(res(bytes.Repeat([]byte{'a'}, 1024), nil))
 	// The stream took the first result and is blocked sending it.
-	if items, _, _ := s.take(nil); len(items) != 1 || items[0].seq != 1 {
+	if items, _, _ := s.take(nil, 1); len(items) != 1 || items[0].seq != 1 {
 		t.Fatalf("took %v", items)
 	}
 	for range pushed - 1 {
@@ -150,7 +150,7 @@ func TestSubscriberCountsCursors(t *testing.T) {
 	if drops != 1 {
 		t.Fatalf("%d drops, want 1: 1200 bytes do not fit a 1000-byte queue", drops)
 	}
-	items, _, _ := s.take(nil)
+	items, _, _ := s.take(nil, 1)
 	if len(items) != 1 || items[0].seq != 2 || items[0].res.cursor[0] != '2' {
 		t.Fatalf("took %d items, want the second result and its cursor", len(items))
 	}
@@ -173,7 +173,7 @@ func TestSubscriberOversizedResult(t *testing.T) {
 	s := newSubscriber(queueConfig{size: 128, maxBytes: 1024, onDrop: func() { drops++ }})
 	s.pushNext(big('a')) // empty: queued
 	s.pushNext(big('b')) // drops a, then queued into the emptied queue
-	items, _, _ := s.take(nil)
+	items, _, _ := s.take(nil, 1)
 	if len(items) != 1 || items[0].res.b[0] != 'b' || items[0].seq != 2 || drops != 1 {
 		t.Fatalf("took %d items (first %q), %d drops; want b, sequence 2, a dropped", len(items), items[0].res.b[:1], drops)
 	}
@@ -189,11 +189,11 @@ func TestSubscriberOversizedResult(t *testing.T) {
 
 	f := newSubscriber(queueConfig{size: 128, maxBytes: 1024, policy: Fail})
 	f.pushNext(big('a'))
-	if items, done, _ := f.take(nil); len(items) != 1 || done {
+	if items, done, _ := f.take(nil, 1); len(items) != 1 || done {
 		t.Fatal("an oversized result into an empty queue was not delivered under Fail")
 	}
 	f.pushNext(big('b'))
-	if _, done, err := f.take(nil); !done || err != ErrSlowConsumer {
+	if _, done, err := f.take(nil, 1); !done || err != ErrSlowConsumer {
 		t.Fatalf("done %v, %v; want ErrSlowConsumer: the queue's bytes were exceeded", done, err)
 	}
 }
@@ -219,7 +219,7 @@ func TestQueueBudgetShared(t *testing.T) {
 	if got := b.used.Load(); got != 4096 {
 		t.Fatalf("budget used %d while one queue still holds the result", got)
 	}
-	subs[2].take(nil) // being sent
+	subs[2].take(nil, 1) // being sent
 	if got := b.used.Load(); got != 4096 {
 		t.Fatalf("budget used %d while the result is being sent", got)
 	}
@@ -271,7 +271,7 @@ func TestQueueBudgetBound(t *testing.T) {
 			}
 		case Fail:
 			for _, s := range stuck {
-				if _, done, err := s.take(nil); !done || err != ErrSlowConsumer {
+				if _, done, err := s.take(nil, 1); !done || err != ErrSlowConsumer {
 					t.Fatalf("Fail: a stuck subscriber is done %v, %v; want ErrSlowConsumer", done, err)
 				}
 			}
@@ -294,7 +294,7 @@ func TestQueueBudgetResultsBeingSent(t *testing.T) {
 	drops := 0
 	a := newSubscriber(queueConfig{size: 8, maxBytes: 1 << 20, onDrop: func() { drops++ }, budget: b})
 	a.pushNext(res(make([]byte, 1500), b))
-	a.take(nil) // being sent, never finishing
+	a.take(nil, 1) // being sent, never finishing
 	c := newSubscriber(queueConfig{size: 8, maxBytes: 1 << 20, onDrop: func() { drops++ }, budget: b})
 	c.pushNext(res(make([]byte, 1000), b))
 	if drops != 1 || c.queuedBytes() != 0 {
@@ -368,7 +368,7 @@ func TestQueueBudgetConcurrent(t *testing.T) {
 							return
 						}
 						for {
-							batch, done, _ := s.take(nil)
+							batch, done, _ := s.take(nil, 1)
 							for _, it := range batch {
 								if it.res != nil {
 									s.sent(1)
@@ -511,7 +511,7 @@ func TestSharedResultsKept(t *testing.T) {
 	}
 }
 
-// TestTakeN: takeN takes the queued events up to and including the max-th
+// TestTakeN: take takes the queued events up to and including the max-th
 // result, lifecycle events among them, counts what it took as in hand (out
 // of the queue's count and the budget's eviction, still in its bytes), and
 // leaves the rest queued.
@@ -524,16 +524,16 @@ func TestTakeN(t *testing.T) {
 			s.pushEvent(&bridgev1.Lifecycle{State: bridgev1.Lifecycle_STATE_RECONNECTING})
 		}
 	}
-	items, done, _ := s.takeN(nil, 3)
+	items, done, _ := s.take(nil, 3)
 	if len(items) != 4 || done || items[2].ev == nil || items[3].seq != 3 {
-		t.Fatalf("takeN(3) took %d items (want 3 results and the event between): %+v", len(items), items)
+		t.Fatalf("take(3) took %d items (want 3 results and the event between): %+v", len(items), items)
 	}
 	if s.results != 2 || s.queued.Load() != 2 || s.bytes != 5 || len(s.hand) != 3 {
-		t.Fatalf("after takeN(3): %d results queued, %d bytes for eviction, %d bytes held, %d in hand; want 2, 2, 5, 3",
+		t.Fatalf("after take(3): %d results queued, %d bytes for eviction, %d bytes held, %d in hand; want 2, 2, 5, 3",
 			s.results, s.queued.Load(), s.bytes, len(s.hand))
 	}
 	s.sent(3)
-	if items, _, _ = s.takeN(nil, 10); len(items) != 2 || items[1].seq != 5 || s.results != 0 {
-		t.Fatalf("takeN(10) took %+v, %d left", items, s.results)
+	if items, _, _ = s.take(nil, 10); len(items) != 2 || items[1].seq != 5 || s.results != 0 {
+		t.Fatalf("take(10) took %+v, %d left", items, s.results)
 	}
 }
