@@ -128,19 +128,22 @@ func TestCloseCutShort(t *testing.T) {
 func TestCloseCodes(t *testing.T) {
 	t.Parallel()
 	c, p := pair(t)
-	go func() { _ = c.Close(1006, "abnormal") }()
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close(1006, "abnormal") }()
 	if code, reason := p.expectClose(); code != websocket.StatusInternalError || reason != "" {
 		t.Fatalf("close %d %q, want 1011", code, reason)
 	}
-	_ = c.CloseNow()
+	_ = c.CloseNow() // cuts the Close short: no reply comes
+	<-closed
 
 	c, p = pair(t)
 	long := string(make([]byte, 200))
-	go func() { _ = c.Close(4000, long) }()
+	go func() { closed <- c.Close(4000, long) }()
 	if code, reason := p.expectClose(); code != 4000 || len(reason) != 123 {
 		t.Fatalf("close %d with %d bytes of reason, want 4000 with 123", code, len(reason))
 	}
 	_ = c.CloseNow()
+	<-closed
 }
 
 // TestCloseLeavesReadingToReader: once Read was called, Close never reads:

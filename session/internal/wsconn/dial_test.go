@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -18,8 +17,6 @@ import (
 // headers, and both directions of messages and the close handshake work.
 func TestDialInterop(t *testing.T) {
 	t.Parallel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	srvErr := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer t" {
