@@ -1,8 +1,6 @@
 package session
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -158,25 +156,17 @@ func skipSpace(b []byte, i int) int {
 
 // scanString reads the JSON string starting at b[i] and returns its raw
 // contents (between the quotes) and whether it holds escapes. Results are
-// mostly string bytes, so plain runs are skipped eight bytes at a time.
+// mostly string bytes, so plain runs are skipped in blocks (indexSpecial).
 func scanString(b []byte, i int) (s []byte, escaped bool, next int, err error) {
 	if i >= len(b) || b[i] != '"' {
 		return nil, false, i, fmt.Errorf("expected a string at offset %d", i)
 	}
 	start := i + 1
-	// Most strings hold no escape: find the closing quote and check what
-	// lies before it with the vectorised IndexByte.
-	if q := bytes.IndexByte(b[start:], '"'); q >= 0 {
-		if s := b[start : start+q]; bytes.IndexByte(s, '\\') < 0 && !hasControl(s) {
-			return s, false, start + q + 1, nil
-		}
-	}
-	for j := start; j < len(b); j++ {
-		for j+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[j:])) {
-			j += 8
-		}
+	for j := start; ; j++ {
+		// Skip the plain run: most strings are one, up to the closing quote.
+		j += indexSpecial(b[j:]) // special.go
 		if j >= len(b) {
-			break
+			return nil, false, len(b), errors.New("unterminated string")
 		}
 		switch c := b[j]; {
 		case c == '"':
@@ -202,46 +192,10 @@ func scanString(b []byte, i int) (s []byte, escaped bool, next int, err error) {
 			default:
 				return nil, false, j, fmt.Errorf("bad escape at offset %d", j)
 			}
-		case c < 0x20:
+		default: // below 0x20
 			return nil, false, j, fmt.Errorf("control character in string at offset %d", j)
 		}
 	}
-	return nil, false, len(b), errors.New("unterminated string")
-}
-
-// hasControl reports whether s holds a byte below 0x20, 32 bytes per step
-// while it can: the test of four words is or-ed into one branch.
-func hasControl(s []byte) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	below := func(x uint64) uint64 { return (x - ones*0x20) & ^x & highs }
-	for len(s) >= 32 {
-		if below(binary.LittleEndian.Uint64(s))|below(binary.LittleEndian.Uint64(s[8:]))|
-			below(binary.LittleEndian.Uint64(s[16:]))|below(binary.LittleEndian.Uint64(s[24:])) != 0 {
-			return true
-		}
-		s = s[32:]
-	}
-	for len(s) >= 8 {
-		if below(binary.LittleEndian.Uint64(s)) != 0 {
-			return true
-		}
-		s = s[8:]
-	}
-	for _, c := range s {
-		if c < 0x20 {
-			return true
-		}
-	}
-	return false
-}
-
-// special8 reports whether any of the eight bytes of x ends a plain run in
-// a JSON string: a quote, a backslash or a control character. Bytes of
-// 0x80 and above (UTF-8) are plain.
-func special8(x uint64) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
-	return (hasZero(x^(ones*'"')) | hasZero(x^(ones*'\\')) | ((x - ones*0x20) & ^x & highs)) != 0
 }
 
 func isHex(c byte) bool {

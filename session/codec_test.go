@@ -1,7 +1,6 @@
 package session
 
 import (
-	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -179,31 +178,6 @@ func TestScanStringEveryPosition(t *testing.T) {
 				end, ok := naive(b)
 				if ok != (err == nil) || ok && next != end {
 					t.Fatalf("%q: scanString next=%d err=%v; byte by byte end=%d ok=%t", b, next, err, end, ok)
-				}
-			}
-		}
-	}
-}
-
-// TestHasControl: a byte below 0x20 is found wherever it is, in strings
-// of every length around the 8- and 32-byte steps, and no other byte is
-// taken for one.
-func TestHasControl(t *testing.T) {
-	t.Parallel()
-	for n := 0; n <= 70; n++ {
-		plain := make([]byte, n)
-		for i := range plain {
-			plain[i] = byte(0x20 + (i*37)%(256-0x20)) // every byte from 0x20 up
-		}
-		if hasControl(plain) {
-			t.Fatalf("%d plain bytes: found a control byte", n)
-		}
-		for pos := range n {
-			for _, c := range []byte{0x00, 0x01, 0x0a, 0x1f} {
-				s := bytes.Clone(plain)
-				s[pos] = c
-				if !hasControl(s) {
-					t.Fatalf("%d bytes, %#x at %d: not found", n, c, pos)
 				}
 			}
 		}
