@@ -84,16 +84,27 @@ func (r *result) hold() bool {
 // release counts one queue less; the last one returns r's bytes to the
 // budget, and r is reused when the fan-out is done with it too.
 func (r *result) release() {
-	// Read r before letting go of it: once the count drops another
-	// goroutine may reuse it.
-	n, budget := int64(r.size()), r.budget
-	v := r.refs.Add(-1)
-	if v&^pinned == 0 {
+	if n, budget := r.drop(); n > 0 {
 		budget.release(n)
 	}
+}
+
+// drop is release without returning the bytes to the budget: it returns
+// them, and their budget, for the caller to return with others in one
+// step (sentLocked, once per message sent). n is 0 while other queues hold
+// r.
+func (r *result) drop() (n int64, budget *queueBudget) {
+	// Read r before letting go of it: once the count drops another
+	// goroutine may reuse it.
+	n, budget = int64(r.size()), r.budget
+	v := r.refs.Add(-1)
 	if v == 0 {
 		r.reuse()
 	}
+	if v&^pinned != 0 {
+		return 0, nil
+	}
+	return n, budget
 }
 
 // unpin ends the fan-out's hold taken by newResult.

@@ -77,6 +77,13 @@ func newSubscriber(c queueConfig) *subscriber {
 }
 
 func (s *subscriber) wake() {
+	if len(s.signal) > 0 {
+		// A wake-up is pending, and the pump takes from the queue,
+		// under s.mu, after it receives one: it will see what the
+		// caller queued before calling wake. Skipping the send saves
+		// the channel's lock on every result of a busy stream.
+		return
+	}
 	select {
 	case s.signal <- struct{}{}:
 	default:
@@ -281,9 +288,25 @@ func (s *subscriber) sent(n int) {
 
 func (s *subscriber) sentLocked(n int) {
 	n = min(n, len(s.hand))
+	// The budget is shared by every stream and the fan-outs that fill
+	// them: its bytes go back once per message, not once per result.
+	var budget *queueBudget
+	var freed int64
 	for _, r := range s.hand[:n] {
 		s.bytes -= r.size()
-		r.release()
+		k, b := r.drop()
+		if k == 0 {
+			continue
+		}
+		if b != budget && freed > 0 {
+			budget.release(freed)
+			freed = 0
+		}
+		budget = b
+		freed += k
+	}
+	if freed > 0 {
+		budget.release(freed)
 	}
 	k := copy(s.hand, s.hand[n:])
 	clear(s.hand[k:])
