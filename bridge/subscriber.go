@@ -289,7 +289,9 @@ func (s *subscriber) sent(n int) {
 func (s *subscriber) sentLocked(n int) {
 	n = min(n, len(s.hand))
 	// The budget is shared by every stream and the fan-outs that fill
-	// them: its bytes go back once per message, not once per result.
+	// them: its bytes go back once per message, not once per result
+	// (the bytes of the message's results stay counted until the end of
+	// this loop, no longer).
 	var budget *queueBudget
 	var freed int64
 	for _, r := range s.hand[:n] {
