@@ -44,8 +44,7 @@ type subscriber struct {
 	queued   atomic.Int64  // bytes of the results in q, for the budget's eviction
 
 	mu      sync.Mutex
-	q       []item
-	head    int
+	q       itemQueue // itemqueue.go
 	results int       // results queued (lifecycle items are never dropped)
 	bytes   int       // bytes of the results queued and in hand
 	hand    []*result // the results taken and not yet sent, oldest first
@@ -53,12 +52,6 @@ type subscriber struct {
 	done    bool
 	outcome error
 }
-
-// keepItems is the largest queue array kept once the queue is empty. A
-// burst grows a queue up to its size (tens of thousands of items by
-// default); without this a stream would keep that array, empty, for the
-// rest of its life, and a replica holds 100,000 streams.
-const keepItems = 1024
 
 // queueConfig configures a subscriber's queue.
 type queueConfig struct {
@@ -141,7 +134,7 @@ func (s *subscriber) pushNext(r *result) {
 		}
 		s.dropOldestLocked()
 	}
-	s.appendLocked(item{res: r, seq: seq})
+	s.q.push(item{res: r, seq: seq})
 	s.results++
 	s.bytes += n
 	s.queued.Add(int64(n))
@@ -158,14 +151,13 @@ func (s *subscriber) failLocked() {
 
 // clearLocked empties the queue, results and lifecycle events.
 func (s *subscriber) clearLocked() {
-	for _, it := range s.q[s.head:] {
-		if it.res != nil {
+	for s.q.len() > 0 {
+		if it := s.q.pop(); it.res != nil {
 			s.bytes -= it.res.size()
 			it.res.release()
 		}
 	}
-	clear(s.q)
-	s.q, s.head, s.results = s.q[:0], 0, 0
+	s.results = 0
 	s.queued.Store(0)
 }
 
@@ -190,11 +182,9 @@ func (s *subscriber) shed(n int64) bool {
 }
 
 func (s *subscriber) dropOldestLocked() {
-	for i := s.head; i < len(s.q); i++ {
-		if r := s.q[i].res; r != nil {
-			copy(s.q[s.head+1:i+1], s.q[s.head:i])
-			s.q[s.head] = item{}
-			s.head++
+	for i := range s.q.len() {
+		if s.q.at(i).res != nil {
+			r := s.q.removeAt(i).res
 			s.results--
 			s.bytes -= r.size()
 			s.queued.Add(-int64(r.size()))
@@ -207,24 +197,10 @@ func (s *subscriber) dropOldestLocked() {
 	}
 }
 
-// appendLocked queues it, reusing the room of dropped items when they are
-// at least half the queue: a caller that never reads must not make the
-// queue grow with every result, and compacting only then keeps the copying
-// amortised O(1) per result.
-func (s *subscriber) appendLocked(it item) {
-	if len(s.q) == cap(s.q) && s.head > 0 && s.head >= len(s.q)/2 {
-		n := copy(s.q, s.q[s.head:])
-		clear(s.q[n:])
-		s.q = s.q[:n]
-		s.head = 0
-	}
-	s.q = append(s.q, it)
-}
-
 func (s *subscriber) pushEvent(ev *bridgev1.Lifecycle) {
 	s.mu.Lock()
 	if !s.done {
-		s.appendLocked(item{ev: ev})
+		s.q.push(item{ev: ev})
 	}
 	s.mu.Unlock()
 	s.wake()
@@ -253,29 +229,19 @@ func (s *subscriber) take(dst []item, max int) (_ []item, done bool, outcome err
 	if s.done && s.outcome == ErrSlowConsumer {
 		return dst, true, s.outcome
 	}
-	i, taken, size := s.head, 0, 0
-	for i < len(s.q) && taken < max {
-		it := s.q[i]
-		i++
+	taken, size := 0, 0
+	for s.q.len() > 0 && taken < max {
+		it := s.q.pop()
 		if it.res != nil {
 			s.hand = append(s.hand, it.res)
 			taken++
 			size += it.res.size()
 		}
+		dst = append(dst, it)
 	}
 	s.results -= taken
 	s.queued.Add(-int64(size))
-	dst = append(dst, s.q[s.head:i]...)
-	clear(s.q[s.head:i])
-	s.head = i
-	if s.head == len(s.q) {
-		s.q = s.q[:0]
-		if cap(s.q) > keepItems {
-			s.q = nil // the burst that grew it is over: see keepItems
-		}
-		s.head = 0
-	}
-	return dst, s.done && len(s.q) == 0, s.outcome
+	return dst, s.done && s.q.len() == 0, s.outcome
 }
 
 // sent reports that the n oldest results take returned were written to
@@ -323,7 +289,6 @@ func (s *subscriber) discard() {
 	defer s.mu.Unlock()
 	s.done = true
 	s.clearLocked()
-	s.q = nil
 	s.sentLocked(len(s.hand)) // never sent now: let go of them
 }
 

@@ -46,13 +46,13 @@ func TestSubscriberQueueBounded(t *testing.T) {
 		}
 	}
 	s.mu.Lock()
-	held, capacity := len(s.q)-s.head, cap(s.q)
+	held, blocks := s.q.len(), s.q.blocks()
 	s.mu.Unlock()
 	if held != size+2 {
 		t.Fatalf("queue holds %d items, want %d results and 2 lifecycle events", held, size)
 	}
-	if capacity > 4*(size+2) {
-		t.Fatalf("queue capacity %d after %d results: it grows with what was dropped", capacity, pushed)
+	if blocks > 2 {
+		t.Fatalf("queue holds %d blocks after %d results: it grows with what was dropped", blocks, pushed)
 	}
 	if drops != pushed-size {
 		t.Fatalf("%d drops counted, want %d", drops, pushed-size)
@@ -409,8 +409,8 @@ func TestQueueBudgetConcurrent(t *testing.T) {
 }
 
 // TestQueueArraysShrinkAfterABurst: a burst grows the subscriber's queue
-// to thousands of items; once they have drained, it does not keep that
-// array for the rest of the stream's life.
+// to thousands of items; once they have drained, it keeps none of that
+// memory for the rest of the stream's life.
 func TestQueueArraysShrinkAfterABurst(t *testing.T) {
 	t.Parallel()
 	const burst = 20_000
@@ -419,16 +419,16 @@ func TestQueueArraysShrinkAfterABurst(t *testing.T) {
 		s.pushNext(res([]byte(fmt.Sprint(i)), nil))
 	}
 	s.mu.Lock()
-	grown := cap(s.q)
+	grown := s.q.blocks()
 	s.mu.Unlock()
 	if items, _, _ := takeAll(s); len(items) != burst {
 		t.Fatalf("took %d items, want %d", len(items), burst)
 	}
 	s.mu.Lock()
-	left := cap(s.q)
+	left := s.q.blocks()
 	s.mu.Unlock()
-	if grown < burst || left > keepItems {
-		t.Fatalf("the queue grew to %d items of room and keeps %d once drained; want at most %d", grown, left, keepItems)
+	if grown*blockItems < burst || left != 0 {
+		t.Fatalf("the queue grew to %d blocks of %d items and keeps %d once drained; want none", grown, blockItems, left)
 	}
 }
 
