@@ -15,8 +15,8 @@ const (
 	DefaultMaxBatchBytes = 1 << 20
 
 	DefaultMaxOpsPerConn = 1000             // Upstream.MaxOpsPerConn
-	DefaultQueueSize     = 131072           // Upstream.QueueSize
-	DefaultQueueMaxBytes = 128 << 20        // Upstream.QueueMaxBytes
+	DefaultQueueSize     = 262144           // Upstream.QueueSize
+	DefaultQueueMaxBytes = 256 << 20        // Upstream.QueueMaxBytes
 	DefaultIdleTimeout   = 30 * time.Second // Upstream.IdleTimeout
 )
 

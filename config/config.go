@@ -212,8 +212,8 @@ type Retry struct {
 
 // Queue configures per-subscriber queues.
 type Queue struct {
-	Size     int    `yaml:"size"`      // default 131072 (bridge.DefaultQueueSize)
-	MaxBytes int    `yaml:"max_bytes"` // default 134217728 (128 MiB)
+	Size     int    `yaml:"size"`      // default 262144 (bridge.DefaultQueueSize)
+	MaxBytes int    `yaml:"max_bytes"` // default 268435456 (256 MiB)
 	Policy   string `yaml:"policy"`    // drop_oldest (default) or fail
 }
 

@@ -127,7 +127,7 @@ func TestValidationGaps(t *testing.T) {
 		{"upstream max_subscriptions", up + "    max_subscriptions: -1\n",
 			"line 4: upstreams.a.max_subscriptions: must not be negative (0 means no cap)"},
 		{"queue size", up + "    queue:\n      size: -1\n",
-			"line 5: upstreams.a.queue.size: must not be negative (0 means the default, 131072)"},
+			"line 5: upstreams.a.queue.size: must not be negative (0 means the default, 262144)"},
 		{"close code out of range", up + "    close_codes:\n      4400: auth\n      999: auth\n",
 			"line 6: upstreams.a.close_codes.999: 999 is not a WebSocket close code (allowed: 1000-4999)"},
 		{"max_connection_age too short", "server:\n  max_connection_age: 10ms\n" + up,

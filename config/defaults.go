@@ -25,8 +25,8 @@ const (
 	defaultMaxBatchBytes     = 1 << 20          // server.max_batch_bytes: bridge.DefaultMaxBatchBytes
 	defaultMaxQueuedBytes    = 256 << 20        // server.max_queued_bytes: bridge.DefaultMaxQueuedBytes
 	defaultMaxOpsPerConn     = 1000             // upstreams.*.max_operations_per_connection: bridge.DefaultMaxOpsPerConn
-	defaultQueueSize         = 131072           // upstreams.*.queue.size: bridge.DefaultQueueSize
-	defaultQueueMaxBytes     = 128 << 20        // upstreams.*.queue.max_bytes: bridge.DefaultQueueMaxBytes
+	defaultQueueSize         = 262144           // upstreams.*.queue.size: bridge.DefaultQueueSize
+	defaultQueueMaxBytes     = 256 << 20        // upstreams.*.queue.max_bytes: bridge.DefaultQueueMaxBytes
 	defaultIdleTimeout       = 30 * time.Second // upstreams.*.idle_timeout: bridge.DefaultIdleTimeout
 )
 
