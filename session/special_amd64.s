@@ -9,11 +9,24 @@ DATA specialBytes<>+0x20(SB)/8, $0x1f1f1f1f1f1f1f1f
 DATA specialBytes<>+0x28(SB)/8, $0x1f1f1f1f1f1f1f1f
 GLOBL specialBytes<>(SB), RODATA|NOPTR, $48
 
+// SPECIAL16 sets each byte of m to 0xff where the byte of x is '"' (X1),
+// '\\' (X2) or below 0x20 (min(x, 0x1f) == x, unsigned; X3 holds 0x1f),
+// and to 0 elsewhere. t and u are scratch.
+#define SPECIAL16(x, m, t, u) \
+	MOVOU   x, m; \
+	PCMPEQB X1, m; \
+	MOVOU   x, t; \
+	PCMPEQB X2, t; \
+	MOVOU   x, u; \
+	PMINUB  X3, u; \
+	PCMPEQB x, u; \
+	POR     t, m; \
+	POR     u, m
+
 // func specialBlocks(s []byte) int
 //
-// For each 16 bytes x of s: x == '"', x == '\\', and min(x, 0x1f) == x
-// (x below 0x20, unsigned), or-ed into one mask whose first set bit is the
-// first special byte. Two blocks per step while there are two.
+// Each 16 bytes of s through SPECIAL16; the first set bit of the mask is
+// the first special byte. Two blocks per step while there are two.
 TEXT ·specialBlocks(SB), NOSPLIT, $0-32
 	MOVQ  s_base+0(FP), SI
 	MOVQ  s_len+8(FP), CX
@@ -26,53 +39,29 @@ TEXT ·specialBlocks(SB), NOSPLIT, $0-32
 
 	PCALIGN $32
 pairs:
-	CMPQ     AX, BX
-	JGT      single
-	MOVOU    (SI)(AX*1), X0
-	MOVOU    16(SI)(AX*1), X7
-	MOVOU    X0, X4
-	PCMPEQB  X1, X4
-	MOVOU    X0, X5
-	PCMPEQB  X2, X5
-	MOVOU    X0, X6
-	PMINUB   X3, X6
-	PCMPEQB  X0, X6
-	POR      X5, X4
-	POR      X6, X4
-	MOVOU    X7, X8
-	PCMPEQB  X1, X8
-	MOVOU    X7, X9
-	PCMPEQB  X2, X9
-	MOVOU    X7, X10
-	PMINUB   X3, X10
-	PCMPEQB  X7, X10
-	POR      X9, X8
-	POR      X10, X8
-	PMOVMSKB X4, DX
-	PMOVMSKB X8, R8
-	SHLQ     $16, R8
-	ORQ      R8, DX
-	TESTQ    DX, DX
-	JNZ      found
-	ADDQ     $32, AX
-	JMP      pairs
+	CMPQ      AX, BX
+	JGT       single
+	MOVOU     (SI)(AX*1), X0
+	MOVOU     16(SI)(AX*1), X7
+	SPECIAL16(X0, X4, X5, X6)
+	SPECIAL16(X7, X8, X9, X10)
+	PMOVMSKB  X4, DX
+	PMOVMSKB  X8, R8
+	SHLQ      $16, R8
+	ORQ       R8, DX
+	TESTQ     DX, DX
+	JNZ       found
+	ADDQ      $32, AX
+	JMP       pairs
 
 single:
-	CMPQ     AX, CX
-	JGE      none
-	MOVOU    (SI)(AX*1), X0
-	MOVOU    X0, X4
-	PCMPEQB  X1, X4
-	MOVOU    X0, X5
-	PCMPEQB  X2, X5
-	MOVOU    X0, X6
-	PMINUB   X3, X6
-	PCMPEQB  X0, X6
-	POR      X5, X4
-	POR      X6, X4
-	PMOVMSKB X4, DX
-	TESTQ    DX, DX
-	JNZ      found
+	CMPQ      AX, CX
+	JGE       none
+	MOVOU     (SI)(AX*1), X0
+	SPECIAL16(X0, X4, X5, X6)
+	PMOVMSKB  X4, DX
+	TESTQ     DX, DX
+	JNZ       found
 
 none:
 	MOVQ CX, ret+24(FP)
