@@ -91,12 +91,3 @@ func (q *itemQueue) removeAt(i int) item {
 	q.pop()
 	return it
 }
-
-// blocks is how many blocks the queue holds (for tests).
-func (q *itemQueue) blocks() int {
-	n := 0
-	for b := q.head; b != nil; b = b.next {
-		n++
-	}
-	return n
-}

@@ -79,3 +79,12 @@ func TestItemQueueClearsWhatItPops(t *testing.T) {
 		t.Fatal("the item not popped yet was cleared")
 	}
 }
+
+// blocks is how many blocks the queue holds.
+func (q *itemQueue) blocks() int {
+	n := 0
+	for b := q.head; b != nil; b = b.next {
+		n++
+	}
+	return n
+}
