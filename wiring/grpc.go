@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -26,7 +25,7 @@ import (
 // serverOptions are the gRPC server's options: keep-alive and connection
 // ageing, TLS, the stream limit, the bridge's codec with its request
 // limits, and the interceptors.
-func serverOptions(cfg *config.Config, svc *bridge.Server, log *slog.Logger, m *grpcprom.ServerMetrics, callers *access.Policy) ([]grpc.ServerOption, error) {
+func serverOptions(cfg *config.Config, svc *bridge.Server, log *slog.Logger, m *grpcMetrics, callers *access.Policy) ([]grpc.ServerOption, error) {
 	// Probe callers every 2 minutes so a vanished one (no FIN) is found
 	// and its streams end; accept callers' own pings every 10 s, with or
 	// without streams. The service adds connection ageing.
@@ -52,11 +51,11 @@ func serverOptions(cfg *config.Config, svc *bridge.Server, log *slog.Logger, m *
 // only: health checks and reflection need no credential), and recovery
 // innermost, so a panicking handler is logged and counted as the INTERNAL
 // it returns.
-func interceptors(log *slog.Logger, m *grpcprom.ServerMetrics, callers *access.Policy) []grpc.ServerOption {
+func interceptors(log *slog.Logger, m *grpcMetrics, callers *access.Policy) []grpc.ServerOption {
 	var unary []grpc.UnaryServerInterceptor
 	var stream []grpc.StreamServerInterceptor
 	if m != nil {
-		unary, stream = append(unary, m.UnaryServerInterceptor()), append(stream, m.StreamServerInterceptor())
+		unary, stream = append(unary, m.unaryInterceptor()), append(stream, m.streamInterceptor())
 	}
 	unary = append(unary, logging.UnaryServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)))
 	stream = append(stream, streamCallLogger(slogAdapter(log)))

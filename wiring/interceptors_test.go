@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -34,7 +33,7 @@ func (panicky) Subscribe(*bridgev1.SubscribeRequest, grpc.ServerStreamingServer[
 func TestInterceptorsRecoverLogAndCount(t *testing.T) {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	m := grpcprom.NewServerMetrics()
+	m := newGRPCMetrics()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m)
 	gs := grpc.NewServer(interceptors(log, m, nil)...)

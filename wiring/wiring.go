@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
@@ -93,10 +92,10 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 		MaxQueuedBytes:    cfg.Server.MaxQueuedBytes,
 		Logger:            log,
 	}
-	var srvMetrics *grpcprom.ServerMetrics
+	var srvMetrics *grpcMetrics
 	if o.Registry != nil {
 		bcfg.Metrics = bridge.NewMetrics(o.Registry)
-		srvMetrics = grpcprom.NewServerMetrics()
+		srvMetrics = newGRPCMetrics()
 		o.Registry.MustRegister(srvMetrics)
 	}
 	if policy != nil {
@@ -120,7 +119,7 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 	healthpb.RegisterHealthServer(s.GRPC, s.health)
 	reflection.Register(s.GRPC)
 	if srvMetrics != nil {
-		srvMetrics.InitializeMetrics(s.GRPC)
+		srvMetrics.initialize(s.GRPC)
 	}
 	return s, nil
 }
