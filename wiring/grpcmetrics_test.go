@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
@@ -24,7 +25,8 @@ import (
 )
 
 // streamer sends max_batch results, then ends as the query says: "ok",
-// "not found", or "wait" (until the caller goes away).
+// "not found", "plain" (an error that is not a status), or "wait" (until
+// the caller goes away).
 type streamer struct {
 	bridgev1.UnimplementedSubscriptionServiceServer
 }
@@ -39,6 +41,8 @@ func (streamer) Subscribe(req *bridgev1.SubscribeRequest, ss grpc.ServerStreamin
 	switch req.Query {
 	case "not found":
 		return status.Error(codes.NotFound, "no such upstream")
+	case "plain":
+		return errors.New("not a status")
 	case "wait":
 		<-ss.Context().Done()
 		return ss.Context().Err()
@@ -50,8 +54,9 @@ func (streamer) Subscribe(req *bridgev1.SubscribeRequest, ss grpc.ServerStreamin
 // counters give, series for series and value for value, what
 // go-grpc-middleware's Prometheus provider gives for the same calls, when
 // both watch one server: streams that end well, with an error, and by the
-// caller's cancelling; a unary call; and the series at zero of methods
-// never called.
+// caller's cancelling, with an error that is not a status; unary calls
+// that succeed and fail; a bidirectional stream; and the series at zero of
+// methods never called.
 func TestGRPCMetricsCountAsTheProviderDoes(t *testing.T) {
 	ours, theirs := newGRPCMetrics(), grpcprom.NewServerMetrics()
 	ourReg, theirReg := prometheus.NewRegistry(), prometheus.NewRegistry()
@@ -94,6 +99,9 @@ func TestGRPCMetricsCountAsTheProviderDoes(t *testing.T) {
 	if err := drain("not found", 2); status.Code(err) != codes.NotFound {
 		t.Fatalf("failing stream ended with %v", err)
 	}
+	if err := drain("plain", 0); status.Code(err) != codes.Unknown {
+		t.Fatalf("stream failing with a plain error ended with %v", err)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	stream, err := client.Subscribe(ctx, &bridgev1.SubscribeRequest{Upstream: "x", Query: "wait", MaxBatch: 1})
 	if err != nil {
@@ -103,8 +111,32 @@ func TestGRPCMetricsCountAsTheProviderDoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
-	if _, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+	hc := healthpb.NewHealthClient(conn)
+	if _, err := hc.Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := hc.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "nope"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("health check of an unknown service: %v", err)
+	}
+	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		req := &reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"}}
+		if err := refl.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := refl.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := refl.Recv(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
 	}
 	gs.Stop() // with WaitForHandlers: every handler has returned and been counted
 
@@ -131,18 +163,29 @@ func TestGRPCMetricsCountAsTheProviderDoes(t *testing.T) {
 		want   float64
 	}{
 		{"grpc_server_msg_sent_total", map[string]string{"grpc_method": "Subscribe", "grpc_type": "server_stream"}, 8},
-		{"grpc_server_msg_received_total", map[string]string{"grpc_method": "Subscribe"}, 3},
+		{"grpc_server_msg_received_total", map[string]string{"grpc_method": "Subscribe"}, 4},
 		{"grpc_server_handled_total", map[string]string{"grpc_method": "Subscribe", "grpc_code": "OK"}, 1},
 		{"grpc_server_handled_total", map[string]string{"grpc_method": "Subscribe", "grpc_code": "NotFound"}, 1},
+		{"grpc_server_handled_total", map[string]string{"grpc_method": "Subscribe", "grpc_code": "Unknown"}, 1},
 		{"grpc_server_handled_total", map[string]string{"grpc_method": "Subscribe", "grpc_code": "Canceled"}, 1},
-		{"grpc_server_handled_total", map[string]string{"grpc_method": "Check", "grpc_type": "unary", "grpc_code": "OK"}, 1},
-		{"grpc_server_started_total", map[string]string{"grpc_method": "Watch", "grpc_type": "server_stream"}, 0},
+		{"grpc_server_msg_received_total", map[string]string{"grpc_method": "Check", "grpc_type": "unary"}, 2},
+		{"grpc_server_msg_sent_total", map[string]string{"grpc_method": "Check", "grpc_type": "unary"}, 1},
+		{"grpc_server_handled_total", map[string]string{"grpc_method": "Check", "grpc_code": "OK"}, 1},
+		{"grpc_server_handled_total", map[string]string{"grpc_method": "Check", "grpc_code": "NotFound"}, 1},
+		{"grpc_server_msg_received_total", map[string]string{"grpc_service": "grpc.reflection.v1.ServerReflection", "grpc_type": "bidi_stream"}, 2},
+		{"grpc_server_msg_sent_total", map[string]string{"grpc_service": "grpc.reflection.v1.ServerReflection", "grpc_type": "bidi_stream"}, 2},
 	} {
 		if n := counterValue(t, ourReg, c.name, c.labels); n != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, n, c.want)
 		}
 	}
-	if !bytes.Contains(got, []byte(`grpc_server_started_total{grpc_method="ServerReflectionInfo",grpc_service="grpc.reflection.v1.ServerReflection",grpc_type="bidi_stream"} 0`)) {
-		t.Errorf("no zero series for a method never called:\n%s", got)
+	for _, line := range []string{ // methods never called
+		`grpc_server_started_total{grpc_method="Watch",grpc_service="grpc.health.v1.Health",grpc_type="server_stream"} 0`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="List",grpc_service="grpc.health.v1.Health",grpc_type="unary"} 0`,
+		`grpc_server_started_total{grpc_method="ServerReflectionInfo",grpc_service="grpc.reflection.v1alpha.ServerReflection",grpc_type="bidi_stream"} 0`,
+	} {
+		if !bytes.Contains(got, []byte(line+"\n")) {
+			t.Errorf("no series %s in:\n%s", line, got)
+		}
 	}
 }
