@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"testing"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -13,13 +12,11 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 )
@@ -70,16 +67,7 @@ func TestGRPCMetricsCountAsTheProviderDoes(t *testing.T) {
 	reflection.Register(gs)
 	ours.initialize(gs)
 	theirs.InitializeMetrics(gs)
-	lis := bufconn.Listen(1 << 20)
-	go gs.Serve(lis)
-	defer gs.Stop()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveInMemory(t, gs)
 	client := bridgev1.NewSubscriptionServiceClient(conn)
 
 	drain := func(query string, n uint32) error {

@@ -38,16 +38,7 @@ func TestInterceptorsRecoverLogAndCount(t *testing.T) {
 	reg.MustRegister(m)
 	gs := grpc.NewServer(interceptors(log, m, nil)...)
 	bridgev1.RegisterSubscriptionServiceServer(gs, panicky{})
-	lis := bufconn.Listen(1 << 20)
-	go gs.Serve(lis)
-	defer gs.Stop()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveInMemory(t, gs)
 	client := bridgev1.NewSubscriptionServiceClient(conn)
 	for range 2 { // the second call shows the server survived the first
 		stream, err := client.Subscribe(t.Context(), &bridgev1.SubscribeRequest{Upstream: "x", Query: "subscription { n }"})
@@ -69,6 +60,23 @@ func TestInterceptorsRecoverLogAndCount(t *testing.T) {
 	if n := counterValue(t, reg, "grpc_server_handled_total", map[string]string{"grpc_code": "Internal", "grpc_method": "Subscribe"}); n != 2 {
 		t.Errorf("grpc_server_handled_total{grpc_code=Internal, grpc_method=Subscribe} = %v, want 2", n)
 	}
+}
+
+// serveInMemory serves gs on an in-memory listener until the test ends and
+// returns a client connection to it, closed when the test ends.
+func serveInMemory(t *testing.T, gs *grpc.Server) *grpc.ClientConn {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // counterValue is the value of the counter series name{labels} in reg, 0
