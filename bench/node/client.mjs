@@ -1,7 +1,9 @@
 // The reference graphql-ws client as a benchmark consumer: connects, runs
 // one subscription, counts its results until complete and prints
-// {"count":N,"seconds":S} on stdout. Timing starts when the subscription is
-// sent (the connection is already acknowledged), as for the Go consumers.
+// {"count":N,"seconds":S,"cpu_seconds":C} on stdout. Timing starts when the
+// subscription is sent (the connection is already acknowledged), as for the
+// Go consumers; C is the CPU the whole process (every thread) used over the
+// same span, so start-up is not in it.
 //
 //   node client.mjs URL QUERY VARIABLES_JSON
 import { createClient } from 'graphql-ws';
@@ -26,6 +28,7 @@ const client = createClient({
 
 await ready;
 let count = 0;
+const cpu0 = process.cpuUsage();
 const start = process.hrtime.bigint();
 await new Promise((resolve, reject) => {
   client.subscribe({ query, variables }, {
@@ -35,6 +38,8 @@ await new Promise((resolve, reject) => {
   });
 });
 const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+const cpu = process.cpuUsage(cpu0);
+const cpuSeconds = (cpu.user + cpu.system) / 1e6;
 await client.dispose();
-process.stdout.write(JSON.stringify({ count, seconds }) + '\n');
+process.stdout.write(JSON.stringify({ count, seconds, cpu_seconds: cpuSeconds }) + '\n');
 process.exit(0);

@@ -299,6 +299,16 @@ func cpuTime(pid int) time.Duration {
 	return time.Duration(u+st) * time.Second / clockTick
 }
 
+// selfCPU returns the CPU (user and system, every thread) this process has
+// used: the upstream and every Go consumer of scenario 1 run in it.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // threads returns the number of OS threads of pid.
 func threads(pid int) int {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))

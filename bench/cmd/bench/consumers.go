@@ -29,6 +29,9 @@ type result struct {
 	dur     time.Duration // subscribe sent → complete received
 	dropped int64         // bridged: gaps in Next.sequence
 	batches int64         // bridged with max_batch: Batch events received
+	// peerCPU is the CPU a consumer in a process of its own (Node) used
+	// from subscribe to complete, as that process measured it.
+	peerCPU time.Duration
 }
 
 func (r result) rate() float64 { return float64(r.count) / r.dur.Seconds() }
@@ -280,13 +283,15 @@ func nodeConsume(ctx context.Context, dir, url string, v upstream.Vars) (result,
 		return result{}, fmt.Errorf("node client: %v: %s", err, stderr.String())
 	}
 	var r struct {
-		Count   int64   `json:"count"`
-		Seconds float64 `json:"seconds"`
+		Count      int64   `json:"count"`
+		Seconds    float64 `json:"seconds"`
+		CPUSeconds float64 `json:"cpu_seconds"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
 		return result{}, fmt.Errorf("node client output %q: %v", out, err)
 	}
-	return result{count: r.Count, dur: time.Duration(r.Seconds * float64(time.Second))}, nil
+	return result{count: r.Count, dur: time.Duration(r.Seconds * float64(time.Second)),
+		peerCPU: time.Duration(r.CPUSeconds * float64(time.Second))}, nil
 }
 
 // grpcClient dials the bridge.
