@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"runtime"
 	"time"
 )
@@ -10,12 +11,13 @@ import (
 //
 // The upstream, the consumers and the bridge share the machine's CPUs, so
 // a consumer's rate is bounded by the CPU every process on its path spends
-// per result: at most NumCPU seconds of CPU per second. The floor is the
-// least any bridge's path can cost here: the upstream's frames (as the
-// Node runs measured them), the Go gRPC client's decoding (the gRPC-only
-// runs) and the gRPC-only server's sends, with nothing for reading the
-// upstream's WebSocket. Each figure is measured at the rate of its own
-// runs, so the bound is an estimate, not a proof.
+// per result: at most NumCPU seconds of CPU per second. The floor is an
+// estimate of the least any bridge's path costs here: the upstream's frames
+// (as the Node runs measured them), the Go gRPC client's decoding (the
+// gRPC-only runs) and the gRPC-only server's sends, with nothing for
+// reading the upstream's WebSocket. Each part is measured at the rate of
+// its own runs, and a process's CPU per result moves with its rate, so the
+// bound is an estimate, not a proof.
 type cpuFigures struct {
 	Upstream        float64 `json:"upstream_us"`            // this process in the Node runs: the upstream alone
 	GoClient        float64 `json:"grpc_client_us"`         // this process in the gRPC-only runs: the Go client alone
@@ -24,7 +26,7 @@ type cpuFigures struct {
 	NodePath        float64 `json:"node_path_us"`           // upstream + Node client
 	CoderPath       float64 `json:"coder_path_us"`          // this process in the coder runs: upstream + reader
 	Bridged         float64 `json:"bridged_us"`             // this process (upstream + client) + the bridge
-	BridgedBatched  float64 `json:"bridged_batched_us"`
+	BridgedBatched  float64 `json:"bridged_batched_us"`     // the same, max_batch 256
 	// UnbatchedFloor is upstream + Go client + gRPC-only server;
 	// UnbatchedCeiling is NumCPU seconds over it, in results/s.
 	UnbatchedFloor   float64 `json:"unbatched_floor_us"`
@@ -67,12 +69,14 @@ func cpuBudget(r *report, consumers []string, rates map[string][]float64, benchC
 		f.BridgedBatched = b + serverCPU(cBridgedBatch)
 	}
 	cpus := float64(runtime.NumCPU())
-	if f.Upstream > 0 && f.GoClient > 0 {
-		f.UnbatchedFloor = f.Upstream + f.GoClient + serverCPU(cGRPC)
+	// A part not measured (a consumer left out by -consumers, a server
+	// whose CPU could not be read) leaves the floor out rather than low.
+	if s := serverCPU(cGRPC); f.Upstream > 0 && f.GoClient > 0 && s > 0 {
+		f.UnbatchedFloor = f.Upstream + f.GoClient + s
 		f.UnbatchedCeiling = cpus * 1e6 / f.UnbatchedFloor
 	}
-	if f.Upstream > 0 && f.GoClientBatched > 0 {
-		f.BatchedFloor = f.Upstream + f.GoClientBatched + serverCPU(cGRPCBatched)
+	if s := serverCPU(cGRPCBatched); f.Upstream > 0 && f.GoClientBatched > 0 && s > 0 {
+		f.BatchedFloor = f.Upstream + f.GoClientBatched + s
 		f.BatchedCeiling = cpus * 1e6 / f.BatchedFloor
 	}
 
@@ -103,4 +107,13 @@ func cpuBudget(r *report, consumers []string, rates map[string][]float64, benchC
 		r.addRatio(s1, budget, "floor, batched: most /s", f.BatchedCeiling, "events/s", coder, "coder")
 	}
 	return f
+}
+
+// floorNote is what a goal line adds about the ceiling the floor sets:
+// nothing when there is none.
+func floorNote(ceiling, base float64) string {
+	if ceiling == 0 || base == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; the CPU floor allows at most %.2fx", ceiling/base)
 }

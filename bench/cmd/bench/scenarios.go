@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -178,6 +179,9 @@ func scenario1(ctx context.Context, o *options, r *report) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			// Collect the previous consumer's garbage first, so that its
+			// collection is not counted in this consumer's CPU.
+			runtime.GC()
 			c0 := selfCPU()
 			res, err := c.run()
 			benchCPU[c.name] += selfCPU() - c0
@@ -256,17 +260,11 @@ func scenario1(ctx context.Context, o *options, r *report) error {
 	// Goals need the consumers they compare (-consumers may leave some out).
 	gq, node, coder := median(rates[cGenqlient]), median(rates[cNode]), median(rates[cCoder])
 	if rate := median(rates[cBridgedBatch]); rate > 0 {
-		floor := func(base float64) string {
-			if budget.BatchedCeiling == 0 {
-				return ""
-			}
-			return fmt.Sprintf("; the CPU floor allows at most %.2fx", budget.BatchedCeiling/base)
-		}
 		if node > 0 {
-			r.goal("1: batched ≥ 1.5× Node graphql-ws", "≥ 1.50x", fmt.Sprintf("%.2fx (%s vs %s events/s%s)", rate/node, num(rate), num(node), floor(node)), rate >= 1.5*node)
+			r.goal("1: batched ≥ 1.5× Node graphql-ws", "≥ 1.50x", fmt.Sprintf("%.2fx (%s vs %s events/s%s)", rate/node, num(rate), num(node), floorNote(budget.BatchedCeiling, node)), rate >= 1.5*node)
 		}
 		if coder > 0 {
-			r.goal("1: batched ≥ 0.8× raw coder/websocket", "≥ 0.80x", fmt.Sprintf("%.2fx (%s vs %s events/s%s)", rate/coder, num(rate), num(coder), floor(coder)), rate >= 0.8*coder)
+			r.goal("1: batched ≥ 0.8× raw coder/websocket", "≥ 0.80x", fmt.Sprintf("%.2fx (%s vs %s events/s%s)", rate/coder, num(rate), num(coder), floorNote(budget.BatchedCeiling, coder)), rate >= 0.8*coder)
 		}
 		r.goal("1: batched, no result dropped", "0", strconv.FormatInt(dropped[cBridgedBatch], 10), dropped[cBridgedBatch] == 0)
 	}
@@ -278,11 +276,7 @@ func scenario1(ctx context.Context, o *options, r *report) error {
 			r.goal("1: bridged ahead of genqlient", "> 1.00x", fmt.Sprintf("%.2fx (%s events/s)", rate/gq, num(gq)), rate > gq)
 		}
 		if node > 0 {
-			floor := ""
-			if budget.UnbatchedCeiling > 0 {
-				floor = fmt.Sprintf("; the CPU floor allows at most %.2fx", budget.UnbatchedCeiling/node)
-			}
-			r.goal("1: unbatched ≥ 1.0× Node graphql-ws", "≥ 1.00x", fmt.Sprintf("%.2fx (%s vs %s events/s%s)", rate/node, num(rate), num(node), floor), rate >= node)
+			r.goal("1: unbatched ≥ 1.0× Node graphql-ws", "≥ 1.00x", fmt.Sprintf("%.2fx (%s vs %s events/s%s)", rate/node, num(rate), num(node), floorNote(budget.UnbatchedCeiling, node)), rate >= node)
 		}
 		r.goal("1: unbatched, no result dropped", "0", strconv.FormatInt(dropped[cBridged], 10), dropped[cBridged] == 0)
 	}
