@@ -136,10 +136,11 @@ func scenario1(ctx context.Context, o *options, r *report) error {
 		name string
 		run  func() (result, error)
 	}
-	// CPU of the serving process (bridge or gRPC-only server) per consumer,
-	// and the results it served.
-	cpu := map[string]time.Duration{}
-	served := map[string]int64{}
+	// Per consumer: the CPU of the serving process (bridge or gRPC-only
+	// server), of this process (the upstream and the Go consumers) and of
+	// a consumer's own process (Node), and the results it got.
+	cpu, benchCPU, peerCPU := map[string]time.Duration{}, map[string]time.Duration{}, map[string]time.Duration{}
+	got := map[string]int64{}
 	dropped := map[string]int64{}
 	batches := map[string]int64{}
 	grpcRun := func(name string, p *bridgeProc, c bridgev1.SubscriptionServiceClient, mb uint32) consumer {
@@ -147,7 +148,6 @@ func scenario1(ctx context.Context, o *options, r *report) error {
 			c0 := cpuTime(p.pid())
 			res, err := bridgedConsume(ctx, c, v, mb, nil)
 			cpu[name] += cpuTime(p.pid()) - c0
-			served[name] += res.count
 			dropped[name] += res.dropped
 			batches[name] += res.batches
 			return res, err
@@ -171,9 +171,6 @@ func scenario1(ctx context.Context, o *options, r *report) error {
 	}
 	rates := map[string][]float64{}
 	details := map[string]any{}
-	// CPU of this process (the upstream and the Go consumers) and of a
-	// consumer's own process (Node) per consumer, and the results it got.
-	benchCPU, peerCPU, got := map[string]time.Duration{}, map[string]time.Duration{}, map[string]int64{}
 	for run := 0; run < o.runs; run++ {
 		for _, c := range consumers {
 			if ctx.Err() != nil {
@@ -205,13 +202,13 @@ func scenario1(ctx context.Context, o *options, r *report) error {
 		details[c.name] = rates[c.name]
 	}
 	perResult := func(name string) float64 {
-		if served[name] == 0 {
+		if got[name] == 0 {
 			return 0
 		}
-		return us(cpu[name]) / float64(served[name])
+		return us(cpu[name]) / float64(got[name])
 	}
 	for _, g := range []struct{ name, ceiling string }{{cGRPC, ""}, {cGRPCBatched, cGRPC}} {
-		if served[g.name] > 0 {
+		if got[g.name] > 0 {
 			r.addRatio(s1, g.name, "server CPU per result", perResult(g.name), "µs", perResult(g.ceiling), g.ceiling)
 		}
 	}
@@ -233,7 +230,7 @@ func scenario1(ctx context.Context, o *options, r *report) error {
 		r.add(s1, bc.name, "dropped by the bridge (all runs)", float64(dropped[bc.name]), "events")
 		r.addRatio(s1, bc.name, "bridge CPU per result", perResult(bc.name), "µs", perResult(bc.ceiling), bc.ceiling)
 		if batches[bc.name] > 0 {
-			r.add(s1, bc.name, "results per batch (mean)", float64(served[bc.name])/float64(batches[bc.name]), "events")
+			r.add(s1, bc.name, "results per batch (mean)", float64(got[bc.name])/float64(batches[bc.name]), "events")
 		}
 	}
 	// The gRPC-only ceilings against the same two baselines: what any
