@@ -32,7 +32,7 @@ func serverOptions(cfg *config.Config, svc *bridge.Server, log *slog.Logger, m *
 	opts := append(svc.ServerOptions(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
 	if cfg.Server.TLS != nil {
-		creds, err := serverCredentials(cfg.Server.TLS)
+		creds, err := serverCredentials(cfg.Server.TLS, log)
 		if err != nil {
 			return nil, err
 		}

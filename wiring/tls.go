@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 
@@ -12,25 +13,38 @@ import (
 	"github.com/gqlbridge/gqlbridge/config"
 )
 
-// serverCredentials is TLS, and mutual TLS with client_ca_file.
-func serverCredentials(t *config.ServerTLS) (credentials.TransportCredentials, error) {
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+// serverCredentials is TLS, and mutual TLS with client_ca_file. The
+// certificate, its key and the client CA are read again at each handshake
+// and used from then on when they changed (tlsreload.go).
+func serverCredentials(t *config.ServerTLS, log *slog.Logger) (credentials.TransportCredentials, error) {
+	pair, err := reloadingKeyPair("server.tls", t.CertFile, t.KeyFile, log)
 	if err != nil {
-		return nil, fmt.Errorf("server.tls: %v", err)
+		return nil, err
 	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return pair.get(), nil }}
 	if t.ClientCAFile != "" {
-		pool, err := certPool("server.tls.client_ca_file", t.ClientCAFile)
+		cas, err := reloadingCertPool("server.tls.client_ca_file", t.ClientCAFile, log)
 		if err != nil {
 			return nil, err
 		}
-		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+		// grpc's credentials add their defaults (ALPN h2) to the config
+		// this returns, as to tc.
+		base := tc.Clone()
+		tc.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := base.Clone()
+			c.ClientCAs = cas.get()
+			return c, nil
+		}
 	}
 	return credentials.NewTLS(tc), nil
 }
 
-// upstreamHTTPClient carries an upstream's TLS settings.
-func upstreamHTTPClient(t *config.UpstreamTLS) (*http.Client, error) {
+// upstreamHTTPClient carries an upstream's TLS settings. The client
+// certificate and its key are read again at each handshake and used from
+// then on when they changed (tlsreload.go); the CA file is read once.
+func upstreamHTTPClient(t *config.UpstreamTLS, log *slog.Logger) (*http.Client, error) {
 	if t == nil {
 		return nil, nil
 	}
@@ -43,11 +57,11 @@ func upstreamHTTPClient(t *config.UpstreamTLS) (*http.Client, error) {
 		tc.RootCAs = pool
 	}
 	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		pair, err := reloadingKeyPair("tls.cert_file/key_file", t.CertFile, t.KeyFile, log)
 		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file/key_file: %v", err)
+			return nil, err
 		}
-		tc.Certificates = []tls.Certificate{cert}
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pair.get(), nil }
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
@@ -61,6 +75,11 @@ func certPool(key, path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", key, err)
 	}
+	return poolFromPEM(key, path, pem)
+}
+
+// poolFromPEM is the certificates of pem, read from the file at path.
+func poolFromPEM(key, path string, pem []byte) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("%s %s holds no PEM certificate", key, path)

@@ -38,7 +38,7 @@ func (s *Service) upstreams(log *slog.Logger, onState func(string, session.State
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
-		client, err := upstreamHTTPClient(u.TLS)
+		client, err := upstreamHTTPClient(u.TLS, log.With("upstream", name))
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
