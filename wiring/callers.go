@@ -1,13 +1,17 @@
 package wiring
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"google.golang.org/grpc/codes"
@@ -49,28 +53,94 @@ func forwardedIdentity(cfg *config.Config) func(context.Context, string) (string
 	}
 }
 
-// callerPolicy builds server.callers into an access policy; nil when no
-// callers are configured.
-func callerPolicy(cfg *config.Config) (*access.Policy, error) {
+// callerPolicy builds server.callers into an access policy that follows
+// the callers' token files; nil when no callers are configured. A missing
+// or unusable file is an error here, at startup.
+func callerPolicy(cfg *config.Config, log *slog.Logger) (*callerPolicies, error) {
 	if len(cfg.Server.Callers) == 0 {
 		return nil, nil
 	}
+	c := &callerPolicies{callers: cfg.Server.Callers, log: log, every: tokenFileCheck, now: time.Now}
+	p, files, err := c.build()
+	if err != nil {
+		return nil, err
+	}
+	c.current, c.files, c.checked = p, files, c.now()
+	return c, nil
+}
+
+// tokenFileCheck is how often the callers' token files are read again:
+// a token written to a file is accepted, and the one it replaced refused,
+// within this long.
+const tokenFileCheck = time.Second
+
+// callerPolicies is the access policy of server.callers, rebuilt when a
+// caller's token file changes, so that rotating a token (a Secret updated
+// in place) needs no restart. The files are read again at most once per
+// every, on the calls that need the policy. A change that cannot be used
+// (a file gone or empty, two callers with one token) is logged once at warn
+// and the last good policy stays. Streams already open are not checked
+// again. token_env is read at startup only.
+type callerPolicies struct {
+	callers map[string]*config.Caller
+	log     *slog.Logger
+	every   time.Duration
+	now     func() time.Time
+
+	mu      sync.Mutex
+	current *access.Policy
+	files   map[string][]byte // the token files' contents current was built from
+	checked time.Time
+	bad     string // the last failure logged
+}
+
+// get returns the policy for a call starting now.
+func (c *callerPolicies) get() *access.Policy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if now.Sub(c.checked) < c.every {
+		return c.current
+	}
+	c.checked = now
+	p, files, err := c.build()
+	if err != nil {
+		if msg := err.Error(); msg != c.bad {
+			c.bad = msg
+			c.log.Warn("caller token files changed but cannot be used; keeping the previous ones", "error", msg)
+		}
+		return c.current
+	}
+	c.bad = ""
+	if maps.EqualFunc(files, c.files, bytes.Equal) {
+		return c.current
+	}
+	c.current, c.files = p, files
+	c.log.Info("caller token files reloaded")
+	return p
+}
+
+// build reads the callers' credentials and builds their policy; files are
+// the token files' contents.
+func (c *callerPolicies) build() (*access.Policy, map[string][]byte, error) {
 	var callers []access.Caller
-	for _, name := range slices.Sorted(maps.Keys(cfg.Server.Callers)) {
-		c := cfg.Server.Callers[name]
-		ac := access.Caller{Name: name, Subject: c.Subject, Upstreams: c.Upstreams}
+	files := map[string][]byte{}
+	for _, name := range slices.Sorted(maps.Keys(c.callers)) {
+		cc := c.callers[name]
+		ac := access.Caller{Name: name, Subject: cc.Subject, Upstreams: cc.Upstreams}
 		var tok string
 		switch {
-		case c.TokenFile != "":
-			b, err := os.ReadFile(c.TokenFile)
+		case cc.TokenFile != "":
+			b, err := os.ReadFile(cc.TokenFile)
 			if err != nil {
-				return nil, fmt.Errorf("server.callers.%s.token_file: %v", name, err)
+				return nil, nil, fmt.Errorf("server.callers.%s.token_file: %v", name, err)
 			}
+			files[cc.TokenFile] = b
 			tok = strings.TrimSpace(string(b))
-		case c.TokenEnv != "":
-			tok = os.Getenv(c.TokenEnv)
+		case cc.TokenEnv != "":
+			tok = os.Getenv(cc.TokenEnv)
 			if tok == "" {
-				return nil, fmt.Errorf("server.callers.%s.token_env: %s is not set", name, c.TokenEnv)
+				return nil, nil, fmt.Errorf("server.callers.%s.token_env: %s is not set", name, cc.TokenEnv)
 			}
 		}
 		if tok != "" {
@@ -79,7 +149,8 @@ func callerPolicy(cfg *config.Config) (*access.Policy, error) {
 		}
 		callers = append(callers, ac)
 	}
-	return access.New(callers)
+	p, err := access.New(callers)
+	return p, files, err
 }
 
 // authenticate is the auth interceptor's check (see interceptors): the
@@ -87,9 +158,9 @@ func callerPolicy(cfg *config.Config) (*access.Policy, error) {
 // UNAUTHENTICATED before its request is read, so that an unknown caller
 // learns nothing, not even which upstreams exist. The caller rides on the
 // context to authorize.
-func authenticate(p *access.Policy) auth.AuthFunc {
+func authenticate(policy func() *access.Policy) auth.AuthFunc {
 	return func(ctx context.Context) (context.Context, error) {
-		c, err := p.Authenticate(ctx)
+		c, err := policy().Authenticate(ctx)
 		if err != nil {
 			return nil, bridge.Status("", &bridge.RequestError{Code: codes.Unauthenticated, Reason: bridge.ReasonCallerUnauthorized, Msg: err.Error()}).Err()
 		}

@@ -8,7 +8,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -17,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/gqlbridge/gqlbridge/access"
 	"github.com/gqlbridge/gqlbridge/config"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
 	"github.com/gqlbridge/gqlbridge/internal/rpcstatus"
@@ -104,5 +108,83 @@ upstreams:
 	withToken := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer caller-token")
 	if st := subscribeStatus(withToken, conn, "b"); st.Code() != codes.PermissionDenied || rpcstatus.ErrorInfo(st).GetReason() != "CALLER_NOT_ALLOWED" {
 		t.Errorf("reports on b: %v, want PERMISSION_DENIED (CALLER_NOT_ALLOWED)", st)
+	}
+}
+
+// TestCallerTokenFilesReloaded: a token written to a caller's token_file
+// is accepted, and the one it replaced refused, from the first call after
+// the next check (at most tokenFileCheck later), without a restart. A
+// change that cannot be used (two callers with one token, an empty file)
+// keeps the last good tokens and is logged once.
+func TestCallerTokenFilesReloaded(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fileA, fileB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	replace(t, fileA, []byte("token-a1\n"))
+	replace(t, fileB, []byte("token-b\n"))
+	cfg, err := config.Parse([]byte(`
+server:
+  callers:
+    a: {token_file: `+fileA+`, upstreams: [x]}
+    b: {token_file: `+fileB+`, upstreams: [x]}
+upstreams:
+  x: {url: "ws://127.0.0.1:1/graphql"}
+`), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	c, err := callerPolicy(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	c.now = func() time.Time { return clock }
+	auth := authenticate(c.get)
+	// caller returns the caller a call with token is let in as, "" when
+	// it is refused.
+	caller := func(token string) string {
+		t.Helper()
+		ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs("authorization", "Bearer "+token))
+		ctx, err := auth(ctx)
+		if err != nil {
+			if status.Code(err) != codes.Unauthenticated {
+				t.Fatalf("token %s: %v, want UNAUTHENTICATED", token, err)
+			}
+			return ""
+		}
+		who, _ := access.FromContext(ctx)
+		return who.Name
+	}
+	expect := func(when string, want map[string]string) {
+		t.Helper()
+		for token, name := range want {
+			if got := caller(token); got != name {
+				t.Errorf("%s: token %s let in as %q, want %q", when, token, got, name)
+			}
+		}
+	}
+	expect("at start", map[string]string{"token-a1": "a", "token-b": "b", "token-a2": ""})
+
+	replace(t, fileA, []byte("token-a2\n"))
+	clock = clock.Add(tokenFileCheck - time.Millisecond)
+	expect("before the next check", map[string]string{"token-a1": "a", "token-a2": ""})
+	clock = clock.Add(time.Millisecond)
+	expect("after the next check", map[string]string{"token-a1": "", "token-a2": "a", "token-b": "b"})
+
+	for _, bad := range []string{"token-b\n", "\n"} {
+		replace(t, fileA, []byte(bad))
+		for range 2 {
+			clock = clock.Add(tokenFileCheck)
+			expect("with "+strconv.Quote(bad)+" in a's file", map[string]string{"token-a2": "a", "token-b": "b"})
+		}
+	}
+	for _, want := range []string{"callers a and b share a token", "caller a: needs a token or a certificate subject"} {
+		if n := strings.Count(logs.String(), want); n != 1 {
+			t.Errorf("%q logged %d times, want once:\n%s", want, n, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "token-") {
+		t.Errorf("a token reached the log:\n%s", logs.String())
 	}
 }

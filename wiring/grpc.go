@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
-	"github.com/gqlbridge/gqlbridge/access"
 	"github.com/gqlbridge/gqlbridge/bridge"
 	"github.com/gqlbridge/gqlbridge/config"
 	bridgev1 "github.com/gqlbridge/gqlbridge/gen/graphqlbridge/v1"
@@ -25,7 +24,7 @@ import (
 // serverOptions are the gRPC server's options: keep-alive and connection
 // ageing, TLS, the stream limit, the bridge's codec with its request
 // limits, and the interceptors.
-func serverOptions(cfg *config.Config, svc *bridge.Server, log *slog.Logger, m *grpcMetrics, callers *access.Policy) ([]grpc.ServerOption, error) {
+func serverOptions(cfg *config.Config, svc *bridge.Server, log *slog.Logger, m *grpcMetrics, callers *callerPolicies) ([]grpc.ServerOption, error) {
 	// Probe callers every 2 minutes so a vanished one (no FIN) is found
 	// and its streams end; accept callers' own pings every 10 s, with or
 	// without streams. The service adds connection ageing.
@@ -51,7 +50,7 @@ func serverOptions(cfg *config.Config, svc *bridge.Server, log *slog.Logger, m *
 // only: health checks and reflection need no credential), and recovery
 // innermost, so a panicking handler is logged and counted as the INTERNAL
 // it returns.
-func interceptors(log *slog.Logger, m *grpcMetrics, callers *access.Policy) []grpc.ServerOption {
+func interceptors(log *slog.Logger, m *grpcMetrics, callers *callerPolicies) []grpc.ServerOption {
 	var unary []grpc.UnaryServerInterceptor
 	var stream []grpc.StreamServerInterceptor
 	if m != nil {
@@ -60,8 +59,8 @@ func interceptors(log *slog.Logger, m *grpcMetrics, callers *access.Policy) []gr
 	unary = append(unary, logging.UnaryServerInterceptor(slogAdapter(log), logging.WithLogOnEvents(logging.FinishCall)))
 	stream = append(stream, streamCallLogger(slogAdapter(log)))
 	if callers != nil {
-		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authenticate(callers)), subscriptionService))
-		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(authenticate(callers)), subscriptionService))
+		unary = append(unary, selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authenticate(callers.get)), subscriptionService))
+		stream = append(stream, selector.StreamServerInterceptor(auth.StreamServerInterceptor(authenticate(callers.get)), subscriptionService))
 	}
 	unary = append(unary, recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(recovered(log))))
 	stream = append(stream, recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(recovered(log))))

@@ -74,7 +74,7 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 		s.closeAll()
 		return nil, err
 	}
-	policy, err := callerPolicy(cfg)
+	policy, err := callerPolicy(cfg, log)
 	if err != nil {
 		s.closeAll()
 		return nil, err
