@@ -211,3 +211,53 @@ func TestCallback(t *testing.T) {
 		t.Fatalf("request %v", got)
 	}
 }
+
+// TestOAuth2SecretFileRotated: with client_secret_file the secret is read
+// for every token, so a rotated secret is used from the next token on; a
+// file that cannot be read fails that token, naming the key, never the
+// secret.
+func TestOAuth2SecretFileRotated(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	want := "secret-1"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, secret, ok := r.BasicAuth(); !ok || secret != want {
+			http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":"for-%s","token_type":"bearer","expires_in":3600}`, want)
+	}))
+	defer srv.Close()
+	file := filepath.Join(t.TempDir(), "client-secret")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(file+".new", []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".new", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("secret-1\n")
+	src := NewOAuth2SecretFile(srv.URL, "bridge", file, nil, nil, srv.Client())
+	if tok, err := src.Token(t.Context(), Request{}); err != nil || tok.Value != "for-secret-1" {
+		t.Fatalf("first token: %+v %v", tok, err)
+	}
+	mu.Lock()
+	want = "secret-2"
+	mu.Unlock()
+	write("secret-2\n")
+	if tok, err := src.Token(t.Context(), Request{}); err != nil || tok.Value != "for-secret-2" {
+		t.Fatalf("after the secret was rotated: %+v %v", tok, err)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	_, err := src.Token(t.Context(), Request{})
+	if err == nil || !strings.Contains(err.Error(), "client_secret_file") || strings.Contains(err.Error(), "secret-2") {
+		t.Fatalf("with the file gone: %v, want an error naming client_secret_file", err)
+	}
+}

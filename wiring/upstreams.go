@@ -122,19 +122,19 @@ func (s *Service) tokenSource(name string, t *config.Token) (credential.Source, 
 		src = credential.Command{Argv: t.Command, Timeout: t.CommandTimeout}
 	case t.OAuth2 != nil:
 		o := t.OAuth2
-		secret := o.ClientSecret
-		if o.ClientSecretFile != "" {
-			b, err := os.ReadFile(o.ClientSecretFile)
-			if err != nil {
-				return nil, fmt.Errorf("token.oauth2.client_secret_file: %v", err)
-			}
-			secret = strings.TrimSpace(string(b))
-		}
 		params := map[string][]string{}
 		for k, v := range o.Params {
 			params[k] = []string{v}
 		}
-		src = credential.NewOAuth2(o.TokenURL, o.ClientID, secret, o.Scopes, params, nil)
+		src = credential.NewOAuth2(o.TokenURL, o.ClientID, o.ClientSecret, o.Scopes, params, nil)
+		if o.ClientSecretFile != "" {
+			// Read at startup to refuse a missing file there, and again
+			// for every token: a rotated secret needs no restart.
+			if _, err := os.ReadFile(o.ClientSecretFile); err != nil {
+				return nil, fmt.Errorf("token.oauth2.client_secret_file: %v", err)
+			}
+			src = credential.NewOAuth2SecretFile(o.TokenURL, o.ClientID, o.ClientSecretFile, o.Scopes, params, nil)
+		}
 	case t.Callback != nil:
 		creds := insecure.NewCredentials()
 		if t.Callback.CAFile != "" {
