@@ -142,6 +142,26 @@ func groupDigits(s string) string {
 	return b.String()
 }
 
+// roundsNote is the least and the most of a[i]/b[i] over the runs both
+// have: consumers run in turn, so run i of one and run i of another saw
+// the machine at about the same moment, and the spread says how far a
+// ratio of medians can move with the machine. Empty with fewer than two.
+func roundsNote(a, b []float64) string {
+	n := min(len(a), len(b))
+	if n < 2 {
+		return ""
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i := range n {
+		if b[i] <= 0 {
+			return ""
+		}
+		r := a[i] / b[i]
+		lo, hi = min(lo, r), max(hi, r)
+	}
+	return fmt.Sprintf("; run by run %.2f-%.2fx", lo, hi)
+}
+
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
