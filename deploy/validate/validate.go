@@ -502,6 +502,13 @@ func ConfigFiles(cfg *config.Config) map[string]string {
 	return out
 }
 
+// rereadFile reports whether the bridge reads the file of a ConfigFiles
+// key again while it runs (docs/deploy.md): every file but the CA bundles
+// of upstreams and token callbacks, and commands.
+func rereadFile(key string) bool {
+	return !strings.HasSuffix(key, ".ca_file") && !strings.HasSuffix(key, "]")
+}
+
 // checkConfigFiles: every file the config names exists in the pod. The
 // image holds nothing but /bridge (no shell, no tools, no CA bundle beyond
 // distroless's), so each must come from a mounted volume, and a file from a
@@ -520,6 +527,9 @@ func checkConfigFiles(b *Bundle) error {
 		m, v, err := b.mountFor(file)
 		if err != nil {
 			return fmt.Errorf("%s %s: %w (the image contains only /bridge)", key, file, err)
+		}
+		if rereadFile(key) && (m.SubPath != "" || m.SubPathExpr != "") {
+			return fmt.Errorf("%s %s: mount %s uses subPath; the bridge reads this file again to pick up a rotated one, and updates never reach subPath mounts", key, file, m.Name)
 		}
 		rel := strings.TrimPrefix(file, strings.TrimSuffix(m.MountPath, "/")+"/")
 		check := func(kind, name string, items []corev1.KeyToPath, has func(string) bool) error {

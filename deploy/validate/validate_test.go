@@ -124,6 +124,7 @@ var breakages = []struct {
 		"    tls:\n      ca_file: /etc/ssl/orders/ca.pem\n    dial_timeout: 10s\n")},
 	{"ConfigFilesMounted", "a file the ConfigMap volume lacks", editConfig("    dial_timeout: 10s\n",
 		"    tls:\n      ca_file: /etc/gqlbridge/orders-ca.pem\n    dial_timeout: 10s\n")},
+	{"ConfigFilesMounted", "a file read again on a subPath mount", func(t *testing.T, b *Bundle) { mount(t, b, "orders-token").SubPath = "token" }},
 	{"ConfigFilesMounted", "a token command the image lacks", editConfig("file: /var/run/secrets/gqlbridge/orders/token",
 		"command: [/bin/sh, -c, cat /token]")},
 	{"DeploymentSelectorMatchesPods", "selector/labels differ", func(t *testing.T, b *Bundle) {
