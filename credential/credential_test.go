@@ -214,8 +214,8 @@ func TestCallback(t *testing.T) {
 
 // TestOAuth2SecretFileRotated: with client_secret_file the secret is read
 // for every token, so a rotated secret is used from the next token on; a
-// file that cannot be read fails that token, naming the key, never the
-// secret.
+// file that cannot be read, or is empty, fails that token, naming the key,
+// never the secret.
 func TestOAuth2SecretFileRotated(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
@@ -252,6 +252,10 @@ func TestOAuth2SecretFileRotated(t *testing.T) {
 	write("secret-2\n")
 	if tok, err := src.Token(t.Context(), Request{}); err != nil || tok.Value != "for-secret-2" {
 		t.Fatalf("after the secret was rotated: %+v %v", tok, err)
+	}
+	write("\n")
+	if _, err := src.Token(t.Context(), Request{}); err == nil || !strings.Contains(err.Error(), "client_secret_file "+file+" is empty") {
+		t.Fatalf("with the file emptied: %v, want an error saying it is empty", err)
 	}
 	if err := os.Remove(file); err != nil {
 		t.Fatal(err)

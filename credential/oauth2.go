@@ -48,7 +48,11 @@ func (o *OAuth2) config() (*clientcredentials.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("credential: oauth2 client_secret_file: %v", err)
 	}
-	if secret := strings.TrimSpace(string(b)); secret != o.cfg.ClientSecret {
+	secret := strings.TrimSpace(string(b))
+	if secret == "" {
+		return nil, fmt.Errorf("credential: oauth2 client_secret_file %s is empty", o.secretFile)
+	}
+	if secret != o.cfg.ClientSecret {
 		// A new configuration, not a copy: it caches how the endpoint
 		// takes the secret.
 		c := o.cfg

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
@@ -55,17 +56,32 @@ func forwardedIdentity(cfg *config.Config) func(context.Context, string) (string
 
 // callerPolicy builds server.callers into an access policy that follows
 // the callers' token files; nil when no callers are configured. A missing
-// or unusable file is an error here, at startup.
+// file, or an unusable set of callers, is an error here, at startup.
 func callerPolicy(cfg *config.Config, log *slog.Logger) (*callerPolicies, error) {
 	if len(cfg.Server.Callers) == 0 {
 		return nil, nil
 	}
-	c := &callerPolicies{callers: cfg.Server.Callers, log: log, every: tokenFileCheck, now: time.Now}
-	p, files, err := c.build()
+	c := &callerPolicies{callers: cfg.Server.Callers, envTokens: map[string]string{}, log: log, every: tokenFileCheck, now: time.Now}
+	for name, cc := range cfg.Server.Callers {
+		if cc.TokenFile == "" && cc.TokenEnv != "" {
+			tok := os.Getenv(cc.TokenEnv)
+			if tok == "" {
+				return nil, fmt.Errorf("server.callers.%s.token_env: %s is not set", name, cc.TokenEnv)
+			}
+			c.envTokens[name] = tok
+		}
+	}
+	files, err := c.readFiles()
 	if err != nil {
 		return nil, err
 	}
-	c.current, c.files, c.checked = p, files, c.now()
+	p, err := c.build(files, false)
+	if err != nil {
+		return nil, err
+	}
+	c.current.Store(p)
+	c.files = files
+	c.checked.Store(c.now().UnixNano())
 	return c, nil
 }
 
@@ -77,70 +93,89 @@ const tokenFileCheck = time.Second
 // callerPolicies is the access policy of server.callers, rebuilt when a
 // caller's token file changes, so that rotating a token (a Secret updated
 // in place) needs no restart. The files are read again at most once per
-// every, on the calls that need the policy. A change that cannot be used
-// (a file gone or empty, two callers with one token) is logged once at warn
-// and the last good policy stays. Streams already open are not checked
-// again. token_env is read at startup only.
+// every, by one of the calls that need the policy while the others go on
+// with the current one. A change that cannot be used (a file gone or
+// emptied, two callers with one token) is logged once at warn and the last
+// good policy stays. Streams already open are not checked again.
+// token_env is read at startup only.
 type callerPolicies struct {
-	callers map[string]*config.Caller
-	log     *slog.Logger
-	every   time.Duration
-	now     func() time.Time
+	callers   map[string]*config.Caller
+	envTokens map[string]string // token_env values, by caller
+	log       *slog.Logger
+	every     time.Duration
+	now       func() time.Time
 
-	mu      sync.Mutex
-	current *access.Policy
-	files   map[string][]byte // the token files' contents current was built from
-	checked time.Time
-	bad     string // the last failure logged
+	current atomic.Pointer[access.Policy]
+	checked atomic.Int64 // UnixNano of the last check
+
+	mu    sync.Mutex        // one check at a time; guards the fields below
+	files map[string][]byte // the token files' contents current was built from
+	bad   string            // the last failure logged
 }
 
 // get returns the policy for a call starting now.
 func (c *callerPolicies) get() *access.Policy {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	now := c.now()
-	if now.Sub(c.checked) < c.every {
-		return c.current
+	if now.UnixNano()-c.checked.Load() < int64(c.every) || !c.mu.TryLock() {
+		return c.current.Load()
 	}
-	c.checked = now
-	p, files, err := c.build()
+	defer c.mu.Unlock()
+	if now.UnixNano()-c.checked.Load() < int64(c.every) { // checked meanwhile
+		return c.current.Load()
+	}
+	c.checked.Store(now.UnixNano())
+	files, err := c.readFiles()
+	if err == nil && maps.EqualFunc(files, c.files, bytes.Equal) {
+		c.bad = ""
+		return c.current.Load()
+	}
+	var p *access.Policy
+	if err == nil {
+		p, err = c.build(files, true)
+	}
 	if err != nil {
 		if msg := err.Error(); msg != c.bad {
 			c.bad = msg
 			c.log.Warn("caller token files changed but cannot be used; keeping the previous ones", "error", msg)
 		}
-		return c.current
+		return c.current.Load()
 	}
 	c.bad = ""
-	if maps.EqualFunc(files, c.files, bytes.Equal) {
-		return c.current
-	}
-	c.current, c.files = p, files
+	c.current.Store(p)
+	c.files = files
 	c.log.Info("caller token files reloaded")
 	return p
 }
 
-// build reads the callers' credentials and builds their policy; files are
-// the token files' contents.
-func (c *callerPolicies) build() (*access.Policy, map[string][]byte, error) {
-	var callers []access.Caller
+// readFiles reads the callers' token files, by path.
+func (c *callerPolicies) readFiles() (map[string][]byte, error) {
 	files := map[string][]byte{}
+	for _, name := range slices.Sorted(maps.Keys(c.callers)) {
+		if f := c.callers[name].TokenFile; f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("server.callers.%s.token_file: %v", name, err)
+			}
+			files[f] = b
+		}
+	}
+	return files, nil
+}
+
+// build makes the policy of the callers with the token files' contents.
+// At startup an empty token file leaves its caller its subject alone; once
+// running, an emptied file is a file caught half written, not a token to
+// drop.
+func (c *callerPolicies) build(files map[string][]byte, running bool) (*access.Policy, error) {
+	var callers []access.Caller
 	for _, name := range slices.Sorted(maps.Keys(c.callers)) {
 		cc := c.callers[name]
 		ac := access.Caller{Name: name, Subject: cc.Subject, Upstreams: cc.Upstreams}
-		var tok string
-		switch {
-		case cc.TokenFile != "":
-			b, err := os.ReadFile(cc.TokenFile)
-			if err != nil {
-				return nil, nil, fmt.Errorf("server.callers.%s.token_file: %v", name, err)
-			}
-			files[cc.TokenFile] = b
-			tok = strings.TrimSpace(string(b))
-		case cc.TokenEnv != "":
-			tok = os.Getenv(cc.TokenEnv)
-			if tok == "" {
-				return nil, nil, fmt.Errorf("server.callers.%s.token_env: %s is not set", name, cc.TokenEnv)
+		tok := c.envTokens[name]
+		if cc.TokenFile != "" {
+			tok = strings.TrimSpace(string(files[cc.TokenFile]))
+			if tok == "" && running {
+				return nil, fmt.Errorf("server.callers.%s.token_file: %s is empty", name, cc.TokenFile)
 			}
 		}
 		if tok != "" {
@@ -149,8 +184,7 @@ func (c *callerPolicies) build() (*access.Policy, map[string][]byte, error) {
 		}
 		callers = append(callers, ac)
 	}
-	p, err := access.New(callers)
-	return p, files, err
+	return access.New(callers)
 }
 
 // authenticate is the auth interceptor's check (see interceptors): the

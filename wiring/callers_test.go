@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,7 +115,7 @@ upstreams:
 // TestCallerTokenFilesReloaded: a token written to a caller's token_file
 // is accepted, and the one it replaced refused, from the first call after
 // the next check (at most tokenFileCheck later), without a restart. A
-// change that cannot be used (two callers with one token, an empty file)
+// change that cannot be used (two callers with one token, an emptied file)
 // keeps the last good tokens and is logged once.
 func TestCallerTokenFilesReloaded(t *testing.T) {
 	t.Parallel()
@@ -140,6 +141,7 @@ upstreams:
 	}
 	clock := time.Now()
 	c.now = func() time.Time { return clock }
+	c.checked.Store(clock.UnixNano())
 	auth := authenticate(c.get)
 	// caller returns the caller a call with token is let in as, "" when
 	// it is refused.
@@ -179,11 +181,27 @@ upstreams:
 			expect("with "+strconv.Quote(bad)+" in a's file", map[string]string{"token-a2": "a", "token-b": "b"})
 		}
 	}
-	for _, want := range []string{"callers a and b share a token", "caller a: needs a token or a certificate subject"} {
+	for _, want := range []string{"callers a and b share a token", "server.callers.a.token_file: " + fileA + " is empty"} {
 		if n := strings.Count(logs.String(), want); n != 1 {
 			t.Errorf("%q logged %d times, want once:\n%s", want, n, logs.String())
 		}
 	}
+
+	// Calls arriving together after a change: one of them reads the files,
+	// the others go on with the policy they find, and it is rebuilt once.
+	replace(t, fileA, []byte("token-a3\n"))
+	clock = clock.Add(tokenFileCheck)
+	reloads := strings.Count(logs.String(), "reloaded")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { c.get() })
+	}
+	wg.Wait()
+	if n := strings.Count(logs.String(), "reloaded") - reloads; n != 1 {
+		t.Errorf("8 calls together after a change rebuilt the policy %d times, want once", n)
+	}
+	expect("after calls together", map[string]string{"token-a3": "a", "token-a2": ""})
+
 	if strings.Contains(logs.String(), "token-") {
 		t.Errorf("a token reached the log:\n%s", logs.String())
 	}

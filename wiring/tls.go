@@ -61,7 +61,13 @@ func upstreamHTTPClient(t *config.UpstreamTLS, log *slog.Logger) (*http.Client, 
 		if err != nil {
 			return nil, err
 		}
-		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pair.get(), nil }
+		tc.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			// As with Certificates: none when the server would refuse it.
+			if c := pair.get(); cri.SupportsCertificate(c) == nil {
+				return c, nil
+			}
+			return &tls.Certificate{}, nil
+		}
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc

@@ -53,3 +53,44 @@ upstreams:
 		}
 	}
 }
+
+// TestRereadFilesNeededAtStartup: the files the service reads again while
+// it runs (tlsreload.go, callers.go, the OAuth2 client secret) are read at
+// startup too, and a missing one stops it with an error naming its key.
+func TestRereadFilesNeededAtStartup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing")
+	certPEM, keyPEM, _ := newTestCA(t, "CA").issue(t, 2, true)
+	cert, key := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
+	replace(t, cert, certPEM)
+	replace(t, key, keyPEM)
+	const up = "\nupstreams:\n  a: {url: \"wss://127.0.0.1:1/graphql\"}\n"
+	for want, yaml := range map[string]string{
+		"server.tls: open " + missing:                         "server:\n  tls: {cert_file: " + missing + ", key_file: " + key + "}" + up,
+		"server.tls.client_ca_file: open " + missing:          "server:\n  tls: {cert_file: " + cert + ", key_file: " + key + ", client_ca_file: " + missing + "}" + up,
+		"server.callers.c.token_file: open " + missing:        "server:\n  callers:\n    c: {token_file: " + missing + ", upstreams: [a]}" + up,
+		"upstream a: tls.cert_file/key_file: open " + missing: "upstreams:\n  a: {url: \"wss://127.0.0.1:1/graphql\", tls: {cert_file: " + cert + ", key_file: " + missing + "}}\n",
+		"upstream a: token.oauth2.client_secret_file: open " + missing: `
+upstreams:
+  a:
+    url: "wss://127.0.0.1:1/graphql"
+    connection_params: {token: "{{token}}"}
+    token: {oauth2: {token_url: "http://127.0.0.1:1/token", client_id: bridge, client_secret_file: ` + missing + `}}
+`,
+	} {
+		cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatalf("%s: %v", want, err)
+		}
+		svc, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+		if err == nil {
+			svc.Close()
+			t.Errorf("%s: started without the file", want)
+			continue
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want %q", err, want)
+		}
+	}
+}

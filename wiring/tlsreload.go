@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 )
 
@@ -32,6 +33,7 @@ type reloadingFiles[T any] struct {
 	mu      sync.Mutex
 	current T
 	good    [][]byte // the contents current was parsed from
+	badRead [][]byte // contents that did not parse, not parsed again
 	bad     string   // the last failure logged, so that each is logged once
 }
 
@@ -69,12 +71,28 @@ func (r *reloadingFiles[T]) get() T {
 	defer r.mu.Unlock()
 	contents, err := r.read()
 	if err == nil && same(contents, r.good) {
-		r.bad = ""
+		r.bad, r.badRead = "", nil
+		return r.current
+	}
+	if err == nil && same(contents, r.badRead) {
 		return r.current
 	}
 	var v T
 	if err == nil {
-		v, err = r.parse(contents)
+		if v, err = r.parse(contents); err != nil {
+			// The files may have been swapped between two reads (a
+			// Secret volume's update): read them once more.
+			if again, rerr := r.read(); rerr == nil && !same(again, contents) {
+				if same(again, r.good) {
+					return r.current
+				}
+				contents = again
+				v, err = r.parse(contents)
+			}
+		}
+		if err != nil {
+			r.badRead = contents
+		}
 	}
 	if err != nil {
 		if msg := err.Error(); msg != r.bad {
@@ -83,19 +101,12 @@ func (r *reloadingFiles[T]) get() T {
 		}
 		return r.current
 	}
-	r.current, r.good, r.bad = v, contents, ""
+	r.current, r.good, r.bad, r.badRead = v, contents, "", nil
 	r.log.Info("TLS files reloaded", "key", r.key)
 	return v
 }
 
-func same(a, b [][]byte) bool {
-	for i := range a {
-		if !bytes.Equal(a[i], b[i]) {
-			return false
-		}
-	}
-	return len(a) == len(b)
-}
+func same(a, b [][]byte) bool { return slices.EqualFunc(a, b, bytes.Equal) }
 
 // reloadingKeyPair is a certificate file and its key file, named by key
 // (the configuration key of the two) in errors and logs.

@@ -126,15 +126,16 @@ func (s *Service) tokenSource(name string, t *config.Token) (credential.Source, 
 		for k, v := range o.Params {
 			params[k] = []string{v}
 		}
-		src = credential.NewOAuth2(o.TokenURL, o.ClientID, o.ClientSecret, o.Scopes, params, nil)
-		if o.ClientSecretFile != "" {
-			// Read at startup to refuse a missing file there, and again
-			// for every token: a rotated secret needs no restart.
-			if _, err := os.ReadFile(o.ClientSecretFile); err != nil {
-				return nil, fmt.Errorf("token.oauth2.client_secret_file: %v", err)
-			}
-			src = credential.NewOAuth2SecretFile(o.TokenURL, o.ClientID, o.ClientSecretFile, o.Scopes, params, nil)
+		if o.ClientSecretFile == "" {
+			src = credential.NewOAuth2(o.TokenURL, o.ClientID, o.ClientSecret, o.Scopes, params, nil)
+			break
 		}
+		// Read at startup to refuse a missing file there, and again for
+		// every token: a rotated secret needs no restart.
+		if _, err := os.ReadFile(o.ClientSecretFile); err != nil {
+			return nil, fmt.Errorf("token.oauth2.client_secret_file: %v", err)
+		}
+		src = credential.NewOAuth2SecretFile(o.TokenURL, o.ClientID, o.ClientSecretFile, o.Scopes, params, nil)
 	case t.Callback != nil:
 		creds := insecure.NewCredentials()
 		if t.Callback.CAFile != "" {
