@@ -1,12 +1,14 @@
 package wiring
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
-	"os"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 
@@ -42,19 +44,20 @@ func serverCredentials(t *config.ServerTLS, log *slog.Logger) (credentials.Trans
 }
 
 // upstreamHTTPClient carries an upstream's TLS settings. The client
-// certificate and its key are read again at each handshake and used from
-// then on when they changed (tlsreload.go); the CA file is read once.
+// certificate and its key, and the CA file, are read again at each
+// handshake and used from then on when they changed (tlsreload.go).
 func upstreamHTTPClient(t *config.UpstreamTLS, log *slog.Logger) (*http.Client, error) {
 	if t == nil {
 		return nil, nil
 	}
 	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	var cas *reloadingFiles[*x509.CertPool]
 	if t.CAFile != "" {
-		pool, err := certPool("tls.ca_file", t.CAFile)
-		if err != nil {
+		var err error
+		if cas, err = reloadingCertPool("tls.ca_file", t.CAFile, log); err != nil {
 			return nil, err
 		}
-		tc.RootCAs = pool
+		tc.RootCAs = cas.get()
 	}
 	if t.CertFile != "" {
 		pair, err := reloadingKeyPair("tls.cert_file/key_file", t.CertFile, t.KeyFile, log)
@@ -71,17 +74,44 @@ func upstreamHTTPClient(t *config.UpstreamTLS, log *slog.Logger) (*http.Client, 
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
+	if cas != nil {
+		tr.DialTLSContext = dialTLSWithRoots(tc, cas.get)
+	}
 	return &http.Client{Transport: tr}, nil
 }
 
-// certPool reads the PEM certificates of the file at path, named by its
-// configuration key in errors.
-func certPool(key, path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", key, err)
+// dialTLSWithRoots dials TLS as http.Transport does for a WebSocket
+// upgrade (HTTP/1.1 only; the host of the address dialled as the server
+// name unless tc names one), but verifies the server against roots() as
+// they are at this dial, so a CA file replaced while the bridge runs
+// applies from the next connection on. The standard library verifies: a
+// failure is the same *tls.CertificateVerificationError as without it.
+// (A connection through an HTTPS proxy is dialled by the transport itself,
+// with tc's roots as they were at startup.)
+func dialTLSWithRoots(tc *tls.Config, roots func() *x509.CertPool) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second} // http.DefaultTransport's
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := tc.Clone()
+		cfg.RootCAs = roots()
+		cfg.NextProtos = []string{"http/1.1"}
+		if cfg.ServerName == "" {
+			cfg.ServerName = host
+		}
+		raw, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		conn := tls.Client(raw, cfg)
+		if err := conn.HandshakeContext(ctx); err != nil {
+			_ = raw.Close()
+			return nil, err
+		}
+		return conn, nil
 	}
-	return poolFromPEM(key, path, pem)
 }
 
 // poolFromPEM is the certificates of pem, read from the file at path.
@@ -91,4 +121,33 @@ func poolFromPEM(key, path string, pem []byte) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s %s holds no PEM certificate", key, path)
 	}
 	return pool, nil
+}
+
+// callbackCredentials is TLS to a token callback, verified against the CA
+// file as it is at each handshake (tlsreload.go).
+func callbackCredentials(caFile string, log *slog.Logger) (credentials.TransportCredentials, error) {
+	cas, err := reloadingCertPool("token.callback.ca_file", caFile, log)
+	if err != nil {
+		return nil, err
+	}
+	return &rootsCredentials{TransportCredentials: callbackTLS(cas.get()), roots: cas.get}, nil
+}
+
+func callbackTLS(roots *x509.CertPool) credentials.TransportCredentials {
+	return credentials.NewTLS(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
+}
+
+// rootsCredentials are grpc's TLS credentials with the roots of each
+// client handshake taken from roots() then.
+type rootsCredentials struct {
+	credentials.TransportCredentials
+	roots func() *x509.CertPool
+}
+
+func (c *rootsCredentials) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return callbackTLS(c.roots()).ClientHandshake(ctx, authority, conn)
+}
+
+func (c *rootsCredentials) Clone() credentials.TransportCredentials {
+	return &rootsCredentials{TransportCredentials: c.TransportCredentials.Clone(), roots: c.roots}
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,15 +63,34 @@ func newTestCA(t *testing.T, name string) *testCA {
 // (localhost) or a client, as PEM files' contents and as a tls.Certificate.
 func (ca *testCA) issue(t *testing.T, serial int64, server bool) (certPEM, keyPEM []byte, cert tls.Certificate) {
 	t.Helper()
+	if server {
+		return ca.issueServer(t, serial, "localhost")
+	}
+	return ca.sign(t, serial, x509.ExtKeyUsageClientAuth, nil)
+}
+
+// issueServer returns a server certificate for hosts (DNS names or IP
+// addresses).
+func (ca *testCA) issueServer(t *testing.T, serial int64, hosts ...string) (certPEM, keyPEM []byte, cert tls.Certificate) {
+	t.Helper()
+	return ca.sign(t, serial, x509.ExtKeyUsageServerAuth, hosts)
+}
+
+func (ca *testCA) sign(t *testing.T, serial int64, usage x509.ExtKeyUsage, hosts []string) (certPEM, keyPEM []byte, cert tls.Certificate) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "test"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if server {
-		tmpl.ExtKeyUsage, tmpl.DNSNames = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, []string{"localhost"}
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -82,6 +103,25 @@ func (ca *testCA) issue(t *testing.T, serial int64, server bool) (certPEM, keyPE
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}),
 		tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// serveHealth serves gRPC health checks with creds on loopback until the
+// test ends, and returns the address.
+func serveHealth(t *testing.T, creds credentials.TransportCredentials) string {
+	t.Helper()
+	srv := grpc.NewServer(grpc.Creds(creds))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-served
+	})
+	return lis.Addr().String()
 }
 
 // replace writes contents to path as a Secret volume update does: a new
@@ -121,18 +161,7 @@ func TestServerTLSFilesReloaded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.Creds(creds))
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-served
-	})
+	addr := serveHealth(t, creds)
 
 	roots := x509.NewCertPool()
 	roots.AddCert(caA.cert)
@@ -150,7 +179,7 @@ func TestServerTLSFilesReloaded(t *testing.T) {
 				serial = cs.PeerCertificates[0].SerialNumber.Int64()
 				return nil
 			}}
-		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -263,5 +292,122 @@ func TestUpstreamClientCertificateReloaded(t *testing.T) {
 	replace(t, keyFile, keyB)
 	if got := presented(); got != "400" {
 		t.Fatalf("after the files changed: client certificate %s, want 400", got)
+	}
+}
+
+// TestUpstreamCAFileReloaded: an upstream's tls.ca_file is read again at
+// each connection, so a server certificate from a CA added to the file
+// while the bridge runs is accepted from the next connection on. What is
+// refused is refused as without the reloading: a certificate from a CA not
+// in the file, as a *tls.CertificateVerificationError (the session's
+// misconfiguration class), and one for another name, even when the URL
+// names an IP address (sent without SNI). The upgrade stays on HTTP/1.1.
+func TestUpstreamCAFileReloaded(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	caA, caB := newTestCA(t, "upstream CA A"), newTestCA(t, "upstream CA B")
+	_, _, certA := caA.issueServer(t, 500, "127.0.0.1")
+	_, _, certB := caB.issueServer(t, 600, "127.0.0.1")
+	_, _, otherName := caB.issueServer(t, 700, "other.example")
+	var current atomic.Pointer[tls.Certificate]
+	current.Store(&certA)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return &tls.Config{Certificates: []tls.Certificate{*current.Load()}, NextProtos: []string{"h2", "http/1.1"}}, nil
+	}}
+	srv.StartTLS()
+	defer srv.Close()
+	caFile := filepath.Join(dir, "ca.pem")
+	replace(t, caFile, caA.pem)
+	client, err := upstreamHTTPClient(&config.UpstreamTLS{CAFile: caFile}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.CloseIdleConnections()
+	get := func(c *http.Client) error {
+		t.Helper()
+		c.CloseIdleConnections() // a new connection, a new handshake
+		resp, err := c.Get(srv.URL)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 1 {
+			t.Fatalf("the request went over %s, want HTTP/1.1 (a WebSocket upgrade needs it)", resp.Proto)
+		}
+		return nil
+	}
+	if err := get(client); err != nil {
+		t.Fatalf("CA A in the file, certificate from A: %v", err)
+	}
+	current.Store(&certB)
+	var cve *tls.CertificateVerificationError
+	if err := get(client); !errors.As(err, &cve) {
+		t.Fatalf("CA A in the file, certificate from B: %v, want a *tls.CertificateVerificationError", err)
+	}
+	replace(t, caFile, caB.pem)
+	if err := get(client); err != nil {
+		t.Fatalf("CA B in the file, certificate from B: %v", err)
+	}
+	current.Store(&otherName)
+	var hne x509.HostnameError
+	if err := get(client); !errors.As(err, &hne) {
+		t.Fatalf("a certificate for other.example at 127.0.0.1: %v, want an x509.HostnameError", err)
+	}
+	named, err := upstreamHTTPClient(&config.UpstreamTLS{CAFile: caFile, ServerName: "other.example"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer named.CloseIdleConnections()
+	if err := get(named); err != nil {
+		t.Fatalf("server_name other.example, certificate for it: %v", err)
+	}
+}
+
+// TestCallbackCAFileReloaded: a token callback's ca_file is read again at
+// each connection to the callback.
+func TestCallbackCAFileReloaded(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	caA, caB := newTestCA(t, "callback CA A"), newTestCA(t, "callback CA B")
+	certA, keyA, _ := caA.issueServer(t, 800, "127.0.0.1")
+	certB, keyB, _ := caB.issueServer(t, 900, "127.0.0.1")
+	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.pem")
+	replace(t, certFile, certA)
+	replace(t, keyFile, keyA)
+	replace(t, caFile, caA.pem)
+	log := slog.New(slog.DiscardHandler)
+	screds, err := serverCredentials(&config.ServerTLS{CertFile: certFile, KeyFile: keyFile}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serveHealth(t, screds)
+	creds, err := callbackCredentials(caFile, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func() error {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	if err := check(); err != nil {
+		t.Fatalf("CA A, server certificate from A: %v", err)
+	}
+	replace(t, certFile, certB)
+	replace(t, keyFile, keyB)
+	if err := check(); err == nil {
+		t.Fatal("CA A in the file, server certificate from B: accepted")
+	}
+	replace(t, caFile, caB.pem)
+	if err := check(); err != nil {
+		t.Fatalf("CA B in the file, server certificate from B: %v", err)
 	}
 }

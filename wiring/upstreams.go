@@ -3,7 +3,6 @@ package wiring
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gqlbridge/gqlbridge/bridge"
@@ -30,7 +28,7 @@ const tokenPlaceholder = "{{token}}"
 func (s *Service) upstreams(log *slog.Logger, onState func(string, session.StateChange)) (map[string]*bridge.Upstream, error) {
 	out := make(map[string]*bridge.Upstream, len(s.cfg.Upstreams))
 	for name, u := range s.cfg.Upstreams {
-		src, err := s.tokenSource(name, u.Token)
+		src, err := s.tokenSource(name, u.Token, log.With("upstream", name))
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
@@ -105,7 +103,7 @@ func (s *Service) upstreams(log *slog.Logger, onState func(string, session.State
 // cost a request (command, oauth2, callback) are cached so that concurrent
 // refreshes collapse. Forwarded
 // credentials have no source: the caller brings them.
-func (s *Service) tokenSource(name string, t *config.Token) (credential.Source, error) {
+func (s *Service) tokenSource(name string, t *config.Token, log *slog.Logger) (credential.Source, error) {
 	var src credential.Source
 	switch {
 	case t == nil, t.Forward != "":
@@ -139,11 +137,10 @@ func (s *Service) tokenSource(name string, t *config.Token) (credential.Source, 
 	case t.Callback != nil:
 		creds := insecure.NewCredentials()
 		if t.Callback.CAFile != "" {
-			pool, err := certPool("token.callback.ca_file", t.Callback.CAFile)
-			if err != nil {
+			var err error
+			if creds, err = callbackCredentials(t.Callback.CAFile, log); err != nil {
 				return nil, err
 			}
-			creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 		}
 		conn, err := grpc.NewClient(t.Callback.Target, grpc.WithTransportCredentials(creds))
 		if err != nil {

@@ -503,11 +503,9 @@ func ConfigFiles(cfg *config.Config) map[string]string {
 }
 
 // rereadFile reports whether the bridge reads the file of a ConfigFiles
-// key again while it runs (docs/deploy.md): every file but the CA bundles
-// of upstreams and token callbacks, and commands.
-func rereadFile(key string) bool {
-	return !strings.HasSuffix(key, ".ca_file") && !strings.HasSuffix(key, "]")
-}
+// key again while it runs (docs/deploy.md): every file but a token
+// command's program.
+func rereadFile(key string) bool { return !strings.HasSuffix(key, "]") }
 
 // checkConfigFiles: every file the config names exists in the pod. The
 // image holds nothing but /bridge (no shell, no tools, no CA bundle beyond
