@@ -4,11 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"time"
+	"net/url"
 
 	"google.golang.org/grpc/credentials"
 
@@ -43,21 +44,33 @@ func serverCredentials(t *config.ServerTLS, log *slog.Logger) (credentials.Trans
 	return credentials.NewTLS(tc), nil
 }
 
-// upstreamHTTPClient carries an upstream's TLS settings. The client
-// certificate and its key, and the CA file, are read again at each
+// upstreamHTTPClient carries an upstream's TLS settings for its URL. The
+// client certificate and its key, and the CA file, are read again at each
 // handshake and used from then on when they changed (tlsreload.go).
-func upstreamHTTPClient(t *config.UpstreamTLS, log *slog.Logger) (*http.Client, error) {
+func upstreamHTTPClient(rawURL string, t *config.UpstreamTLS, log *slog.Logger) (*http.Client, error) {
 	if t == nil {
 		return nil, nil
 	}
 	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	var cas *reloadingFiles[*x509.CertPool]
 	if t.CAFile != "" {
-		var err error
-		if cas, err = reloadingCertPool("tls.ca_file", t.CAFile, log); err != nil {
+		cas, err := reloadingCertPool("tls.ca_file", t.CAFile, log)
+		if err != nil {
 			return nil, err
 		}
 		tc.RootCAs = cas.get()
+		if !t.InsecureSkipVerify {
+			u, err := url.Parse(rawURL)
+			if err != nil {
+				return nil, fmt.Errorf("url: %v", err)
+			}
+			// crypto/tls's own check, against the roots it was given, is
+			// replaced by the same check against the roots of each
+			// handshake.
+			tc.InsecureSkipVerify = true
+			tc.VerifyConnection = func(cs tls.ConnectionState) error {
+				return verifyServer(cs, cas.get(), verifiedName(t.ServerName, cs.ServerName, u.Hostname()))
+			}
+		}
 	}
 	if t.CertFile != "" {
 		pair, err := reloadingKeyPair("tls.cert_file/key_file", t.CertFile, t.KeyFile, log)
@@ -74,44 +87,47 @@ func upstreamHTTPClient(t *config.UpstreamTLS, log *slog.Logger) (*http.Client, 
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
-	if cas != nil {
-		tr.DialTLSContext = dialTLSWithRoots(tc, cas.get)
-	}
 	return &http.Client{Transport: tr}, nil
 }
 
-// dialTLSWithRoots dials TLS as http.Transport does for a WebSocket
-// upgrade (HTTP/1.1 only; the host of the address dialled as the server
-// name unless tc names one), but verifies the server against roots() as
-// they are at this dial, so a CA file replaced while the bridge runs
-// applies from the next connection on. The standard library verifies: a
-// failure is the same *tls.CertificateVerificationError as without it.
-// (A connection through an HTTPS proxy is dialled by the transport itself,
-// with tc's roots as they were at startup.)
-func dialTLSWithRoots(tc *tls.Config, roots func() *x509.CertPool) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second} // http.DefaultTransport's
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		cfg := tc.Clone()
-		cfg.RootCAs = roots()
-		cfg.NextProtos = []string{"http/1.1"}
-		if cfg.ServerName == "" {
-			cfg.ServerName = host
-		}
-		raw, err := dialer.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		conn := tls.Client(raw, cfg)
-		if err := conn.HandshakeContext(ctx); err != nil {
-			_ = raw.Close()
-			return nil, err
-		}
-		return conn, nil
+// verifiedName is the name a server's certificate must hold, as crypto/tls
+// would check it: server_name when set, else the host dialled. That host
+// is the SNI the transport sent (sni), except for an IP address, which is
+// sent without SNI: then it is urlHost, the URL's, which a redirect to
+// another IP address would leave unchanged (a name the upstream itself
+// redirected from, over a verified connection). A redirect from a name to
+// an IP address cannot be told from here; it is refused (no name matches
+// "").
+func verifiedName(serverName, sni, urlHost string) string {
+	switch {
+	case serverName != "":
+		return serverName
+	case sni != "":
+		return sni
+	case net.ParseIP(urlHost) != nil:
+		return urlHost
 	}
+	return ""
+}
+
+// verifyServer is crypto/tls's verification of a server's certificate
+// chain for name against roots, with its error.
+func verifyServer(cs tls.ConnectionState, roots *x509.CertPool, name string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return &tls.CertificateVerificationError{Err: errors.New("the server sent no certificate")}
+	}
+	if name == "" {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates,
+			Err: errors.New("no server name to verify the certificate for (a redirect to an IP address?)")}
+	}
+	opts := x509.VerifyOptions{Roots: roots, DNSName: name, Intermediates: x509.NewCertPool()}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	}
+	return nil
 }
 
 // poolFromPEM is the certificates of pem, read from the file at path.
@@ -146,6 +162,12 @@ type rootsCredentials struct {
 
 func (c *rootsCredentials) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	return callbackTLS(c.roots()).ClientHandshake(ctx, authority, conn)
+}
+
+// OverrideServerName is not supported: ClientHandshake verifies the
+// authority grpc dials.
+func (c *rootsCredentials) OverrideServerName(string) error {
+	return errors.New("gqlbridge: the token callback's credentials take no server name override")
 }
 
 func (c *rootsCredentials) Clone() credentials.TransportCredentials {

@@ -25,9 +25,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/gqlbridge/gqlbridge/config"
 )
@@ -265,7 +267,7 @@ func TestUpstreamClientCertificateReloaded(t *testing.T) {
 	caFile := filepath.Join(dir, "server-ca.pem")
 	replace(t, caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
 
-	client, err := upstreamHTTPClient(&config.UpstreamTLS{CAFile: caFile, CertFile: certFile, KeyFile: keyFile},
+	client, err := upstreamHTTPClient("wss://127.0.0.1/graphql", &config.UpstreamTLS{CAFile: caFile, CertFile: certFile, KeyFile: keyFile},
 		slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -320,7 +322,7 @@ func TestUpstreamCAFileReloaded(t *testing.T) {
 	defer srv.Close()
 	caFile := filepath.Join(dir, "ca.pem")
 	replace(t, caFile, caA.pem)
-	client, err := upstreamHTTPClient(&config.UpstreamTLS{CAFile: caFile}, slog.New(slog.DiscardHandler))
+	client, err := upstreamHTTPClient("wss://127.0.0.1/graphql", &config.UpstreamTLS{CAFile: caFile}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +330,13 @@ func TestUpstreamCAFileReloaded(t *testing.T) {
 	get := func(c *http.Client) error {
 		t.Helper()
 		c.CloseIdleConnections() // a new connection, a new handshake
-		resp, err := c.Get(srv.URL)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Connection", "Upgrade") // as the session's upgrade
+		req.Header.Set("Upgrade", "websocket")
+		resp, err := c.Do(req)
 		if err != nil {
 			return err
 		}
@@ -355,7 +363,7 @@ func TestUpstreamCAFileReloaded(t *testing.T) {
 	if err := get(client); !errors.As(err, &hne) {
 		t.Fatalf("a certificate for other.example at 127.0.0.1: %v, want an x509.HostnameError", err)
 	}
-	named, err := upstreamHTTPClient(&config.UpstreamTLS{CAFile: caFile, ServerName: "other.example"}, slog.New(slog.DiscardHandler))
+	named, err := upstreamHTTPClient("wss://127.0.0.1/graphql", &config.UpstreamTLS{CAFile: caFile, ServerName: "other.example"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,11 +411,54 @@ func TestCallbackCAFileReloaded(t *testing.T) {
 	}
 	replace(t, certFile, certB)
 	replace(t, keyFile, keyB)
-	if err := check(); err == nil {
-		t.Fatal("CA A in the file, server certificate from B: accepted")
+	if err := check(); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Fatalf("CA A in the file, server certificate from B: %v, want UNAVAILABLE, signed by unknown authority", err)
 	}
 	replace(t, caFile, caB.pem)
 	if err := check(); err != nil {
 		t.Fatalf("CA B in the file, server certificate from B: %v", err)
+	}
+}
+
+// TestVerifiedName: the name an upstream's certificate is checked for when
+// the bridge verifies it itself (tls.ca_file): server_name, else the host
+// dialled (its SNI), else for an IP address the URL's; a host dialled
+// without SNI behind a URL that names a host (a redirect to an IP address)
+// has no name, and verifyServer refuses it.
+func TestVerifiedName(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ serverName, sni, urlHost, want string }{
+		{"orders.internal", "", "10.0.0.1", "orders.internal"},
+		{"orders.internal", "other.example", "other.example", "orders.internal"},
+		{"", "orders.example", "orders.example", "orders.example"},
+		{"", "redirected.example", "orders.example", "redirected.example"},
+		{"", "", "10.0.0.1", "10.0.0.1"},
+		{"", "", "::1", "::1"},
+		{"", "", "orders.example", ""},
+	} {
+		if got := verifiedName(c.serverName, c.sni, c.urlHost); got != c.want {
+			t.Errorf("verifiedName(%q, %q, %q) = %q, want %q", c.serverName, c.sni, c.urlHost, got, c.want)
+		}
+	}
+	ca := newTestCA(t, "CA")
+	_, _, cert := ca.issueServer(t, 1, "orders.example")
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	cs := tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}}
+	if err := verifyServer(cs, roots, "orders.example"); err != nil {
+		t.Errorf("the certificate's own name: %v", err)
+	}
+	var cve *tls.CertificateVerificationError
+	for _, name := range []string{"", "other.example"} {
+		if err := verifyServer(cs, roots, name); !errors.As(err, &cve) {
+			t.Errorf("name %q: %v, want a *tls.CertificateVerificationError", name, err)
+		}
+	}
+	if err := verifyServer(cs, x509.NewCertPool(), "orders.example"); !errors.As(err, &cve) {
+		t.Errorf("no roots: %v, want a *tls.CertificateVerificationError", err)
 	}
 }
