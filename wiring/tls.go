@@ -9,7 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
+	"os"
 
 	"google.golang.org/grpc/credentials"
 
@@ -44,32 +44,25 @@ func serverCredentials(t *config.ServerTLS, log *slog.Logger) (credentials.Trans
 	return credentials.NewTLS(tc), nil
 }
 
-// upstreamHTTPClient carries an upstream's TLS settings for its URL. The
-// client certificate and its key, and the CA file, are read again at each
-// handshake and used from then on when they changed (tlsreload.go).
-func upstreamHTTPClient(rawURL string, t *config.UpstreamTLS, log *slog.Logger) (*http.Client, error) {
+// upstreamHTTPClient carries an upstream's TLS settings. The client
+// certificate and its key are read again at each handshake and used from
+// then on when they changed (tlsreload.go). The CA file is read once:
+// crypto/tls's hooks for a client see the certificates but not the host
+// dialled, which a redirect or a proxy changes, so checking them against a
+// bundle read again would mean dialling TLS ourselves (docs/deploy.md,
+// known gaps).
+func upstreamHTTPClient(t *config.UpstreamTLS, log *slog.Logger) (*http.Client, error) {
 	if t == nil {
 		return nil, nil
 	}
 	tc := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
 	if t.CAFile != "" {
-		cas, err := reloadingCertPool("tls.ca_file", t.CAFile, log)
+		pem, err := os.ReadFile(t.CAFile)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("tls.ca_file: %v", err)
 		}
-		tc.RootCAs = cas.get()
-		if !t.InsecureSkipVerify {
-			u, err := url.Parse(rawURL)
-			if err != nil {
-				return nil, fmt.Errorf("url: %v", err)
-			}
-			// crypto/tls's own check, against the roots it was given, is
-			// replaced by the same check against the roots of each
-			// handshake.
-			tc.InsecureSkipVerify = true
-			tc.VerifyConnection = func(cs tls.ConnectionState) error {
-				return verifyServer(cs, cas.get(), verifiedName(t.ServerName, cs.ServerName, u.Hostname()))
-			}
+		if tc.RootCAs, err = poolFromPEM("tls.ca_file", t.CAFile, pem); err != nil {
+			return nil, err
 		}
 	}
 	if t.CertFile != "" {
@@ -88,46 +81,6 @@ func upstreamHTTPClient(rawURL string, t *config.UpstreamTLS, log *slog.Logger) 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
 	return &http.Client{Transport: tr}, nil
-}
-
-// verifiedName is the name a server's certificate must hold, as crypto/tls
-// would check it: server_name when set, else the host dialled. That host
-// is the SNI the transport sent (sni), except for an IP address, which is
-// sent without SNI: then it is urlHost, the URL's, which a redirect to
-// another IP address would leave unchanged (a name the upstream itself
-// redirected from, over a verified connection). A redirect from a name to
-// an IP address cannot be told from here; it is refused (no name matches
-// "").
-func verifiedName(serverName, sni, urlHost string) string {
-	switch {
-	case serverName != "":
-		return serverName
-	case sni != "":
-		return sni
-	case net.ParseIP(urlHost) != nil:
-		return urlHost
-	}
-	return ""
-}
-
-// verifyServer is crypto/tls's verification of a server's certificate
-// chain for name against roots, with its error.
-func verifyServer(cs tls.ConnectionState, roots *x509.CertPool, name string) error {
-	if len(cs.PeerCertificates) == 0 {
-		return &tls.CertificateVerificationError{Err: errors.New("the server sent no certificate")}
-	}
-	if name == "" {
-		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates,
-			Err: errors.New("no server name to verify the certificate for (a redirect to an IP address?)")}
-	}
-	opts := x509.VerifyOptions{Roots: roots, DNSName: name, Intermediates: x509.NewCertPool()}
-	for _, c := range cs.PeerCertificates[1:] {
-		opts.Intermediates.AddCert(c)
-	}
-	if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
-		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
-	}
-	return nil
 }
 
 // poolFromPEM is the certificates of pem, read from the file at path.

@@ -36,7 +36,7 @@ func (s *Service) upstreams(log *slog.Logger, onState func(string, session.State
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}
-		client, err := upstreamHTTPClient(u.URL, u.TLS, log.With("upstream", name))
+		client, err := upstreamHTTPClient(u.TLS, log.With("upstream", name))
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
 		}

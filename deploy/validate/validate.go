@@ -503,9 +503,11 @@ func ConfigFiles(cfg *config.Config) map[string]string {
 }
 
 // rereadFile reports whether the bridge reads the file of a ConfigFiles
-// key again while it runs (docs/deploy.md): every file but a token
-// command's program.
-func rereadFile(key string) bool { return !strings.HasSuffix(key, "]") }
+// key again while it runs (docs/deploy.md): every file but an upstream's
+// tls.ca_file and a token command's program.
+func rereadFile(key string) bool {
+	return !strings.HasSuffix(key, "]") && !(strings.HasPrefix(key, "upstreams.") && strings.HasSuffix(key, ".tls.ca_file"))
+}
 
 // checkConfigFiles: every file the config names exists in the pod. The
 // image holds nothing but /bridge (no shell, no tools, no CA bundle beyond
