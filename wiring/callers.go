@@ -61,7 +61,7 @@ func callerPolicy(cfg *config.Config, log *slog.Logger) (*callerPolicies, error)
 	if len(cfg.Server.Callers) == 0 {
 		return nil, nil
 	}
-	c := &callerPolicies{callers: cfg.Server.Callers, envTokens: map[string]string{}, log: log, every: tokenFileCheck, now: time.Now}
+	c := &callerPolicies{callers: cfg.Server.Callers, envTokens: map[string]string{}, log: log, now: time.Now}
 	for name, cc := range cfg.Server.Callers {
 		if cc.TokenFile == "" && cc.TokenEnv != "" {
 			tok := os.Getenv(cc.TokenEnv)
@@ -93,7 +93,7 @@ const tokenFileCheck = time.Second
 // callerPolicies is the access policy of server.callers, rebuilt when a
 // caller's token file changes, so that rotating a token (a Secret updated
 // in place) needs no restart. The files are read again at most once per
-// every, by one of the calls that need the policy while the others go on
+// tokenFileCheck, by one of the calls that need the policy while the others go on
 // with the current one. A change that cannot be used (a file gone or
 // emptied, two callers with one token) is logged once at warn and the last
 // good policy stays. Streams already open are not checked again.
@@ -102,7 +102,6 @@ type callerPolicies struct {
 	callers   map[string]*config.Caller
 	envTokens map[string]string // token_env values, by caller
 	log       *slog.Logger
-	every     time.Duration
 	now       func() time.Time
 
 	current atomic.Pointer[access.Policy]
@@ -116,11 +115,11 @@ type callerPolicies struct {
 // get returns the policy for a call starting now.
 func (c *callerPolicies) get() *access.Policy {
 	now := c.now()
-	if now.UnixNano()-c.checked.Load() < int64(c.every) || !c.mu.TryLock() {
+	if now.UnixNano()-c.checked.Load() < int64(tokenFileCheck) || !c.mu.TryLock() {
 		return c.current.Load()
 	}
 	defer c.mu.Unlock()
-	if now.UnixNano()-c.checked.Load() < int64(c.every) { // checked meanwhile
+	if now.UnixNano()-c.checked.Load() < int64(tokenFileCheck) { // checked meanwhile
 		return c.current.Load()
 	}
 	c.checked.Store(now.UnixNano())

@@ -38,13 +38,8 @@ server:
 upstreams:
   a: {url: "ws://127.0.0.1:1/graphql"}`,
 	} {
-		cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
-		if err != nil {
-			t.Fatalf("%s: %v", key, err)
-		}
-		svc, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+		err := buildError(t, yaml)
 		if err == nil {
-			svc.Close()
 			t.Errorf("%s: a file without certificates was accepted", key)
 			continue
 		}
@@ -79,13 +74,8 @@ upstreams:
     token: {oauth2: {token_url: "http://127.0.0.1:1/token", client_id: bridge, client_secret_file: ` + missing + `}}
 `,
 	} {
-		cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
-		if err != nil {
-			t.Fatalf("%s: %v", want, err)
-		}
-		svc, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+		err := buildError(t, yaml)
 		if err == nil {
-			svc.Close()
 			t.Errorf("%s: started without the file", want)
 			continue
 		}
@@ -93,4 +83,19 @@ upstreams:
 			t.Errorf("got %v, want %q", err, want)
 		}
 	}
+}
+
+// buildError builds the service of a configuration file that parses, and
+// returns the error that stopped it, nil (the service closed) if none did.
+func buildError(t *testing.T, yaml string) error {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("%v\n%s", err, yaml)
+	}
+	svc, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err == nil {
+		svc.Close()
+	}
+	return err
 }

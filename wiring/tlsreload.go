@@ -79,20 +79,10 @@ func (r *reloadingFiles[T]) get() T {
 	}
 	var v T
 	if err == nil {
-		if v, err = r.parse(contents); err != nil {
-			// The files may have been swapped between two reads (a
-			// Secret volume's update): read them once more.
-			if again, rerr := r.read(); rerr == nil && !same(again, contents) {
-				if same(again, r.good) {
-					return r.current
-				}
-				contents = again
-				v, err = r.parse(contents)
-			}
-		}
-		if err != nil {
-			r.badRead = contents
-		}
+		contents, v, err = r.parseSettled(contents)
+	}
+	if err == nil && same(contents, r.good) {
+		return r.current
 	}
 	if err != nil {
 		if msg := err.Error(); msg != r.bad {
@@ -104,6 +94,24 @@ func (r *reloadingFiles[T]) get() T {
 	r.current, r.good, r.bad, r.badRead = v, contents, "", nil
 	r.log.Info("TLS files reloaded", "key", r.key)
 	return v
+}
+
+// parseSettled parses contents; when they do not parse, the files may have
+// been swapped between their reads (a Secret volume's update), so they are
+// read and parsed once more if they changed meanwhile. It returns the
+// contents it parsed last, remembered as bad when they failed.
+func (r *reloadingFiles[T]) parseSettled(contents [][]byte) ([][]byte, T, error) {
+	v, err := r.parse(contents)
+	if err != nil {
+		if again, rerr := r.read(); rerr == nil && !same(again, contents) {
+			contents = again
+			v, err = r.parse(contents)
+		}
+	}
+	if err != nil {
+		r.badRead = contents
+	}
+	return contents, v, err
 }
 
 func same(a, b [][]byte) bool { return slices.EqualFunc(a, b, bytes.Equal) }

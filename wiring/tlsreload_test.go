@@ -240,6 +240,21 @@ func TestServerTLSFilesReloaded(t *testing.T) {
 	} else {
 		cc.Close()
 	}
+
+	// A file gone: the same, logged once.
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		serial, cc, err := check(clientB)
+		cc.Close()
+		if err != nil || serial != 100 {
+			t.Fatalf("with the key file gone: server certificate %d, error %v; want the last good one, 100", serial, err)
+		}
+	}
+	if n := strings.Count(logs.String(), "no such file or directory"); n != 1 {
+		t.Errorf("a missing key file logged %d times, want once:\n%s", n, logs.String())
+	}
 }
 
 // TestUpstreamClientCertificateReloaded: an upstream's tls.cert_file and
